@@ -1,0 +1,242 @@
+"""The frozen FLUX backbone: loaded from a local FLUX.1-dev directory, or built tiny from config.
+
+Both give the same diffusers / transformers classes, in the diffusers pipeline directory layout:
+
+    PATH/model_index.json
+    PATH/transformer/     FluxTransformer2DModel      (config.json + *.safetensors)
+    PATH/vae/             AutoencoderKL               (config.json + *.safetensors)
+    PATH/text_encoder/    CLIPTextModel               (config.json + *.safetensors)
+    PATH/text_encoder_2/  T5EncoderModel              (config.json + *.safetensors)
+    PATH/tokenizer/       CLIP tokenizer
+    PATH/tokenizer_2/     T5 tokenizer
+    PATH/scheduler/       FlowMatchEulerDiscreteScheduler (scheduler_config.json)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from transformers import (
+    AutoTokenizer,
+    CLIPTextConfig,
+    CLIPTextModel,
+    PreTrainedTokenizerBase,
+    T5Config,
+    T5EncoderModel,
+)
+
+from facemogle.tiny_tokenizers import build_clip_tokenizer, build_t5_tokenizer
+
+FLUX_DOWNLOAD_HINT = (
+    "download FLUX.1-dev (gated: accept the licence at https://huggingface.co/black-forest-labs/FLUX.1-dev) "
+    "with `huggingface-cli download black-forest-labs/FLUX.1-dev --local-dir {path}` on a machine with "
+    "internet access and copy the directory here"
+)
+MODEL_FOLDERS = ("transformer", "vae", "text_encoder", "text_encoder_2")
+TOKENIZER_FOLDERS = ("tokenizer", "tokenizer_2")
+
+
+@dataclass
+class FluxBackbone:
+    transformer: FluxTransformer2DModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    text_encoder_2: T5EncoderModel
+    tokenizer: PreTrainedTokenizerBase
+    tokenizer_2: PreTrainedTokenizerBase
+    scheduler: FlowMatchEulerDiscreteScheduler
+    max_sequence_length: int = 512
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def token_dim(self) -> int:
+        return self.transformer.config.in_channels
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.transformer, self.vae, self.text_encoder, self.text_encoder_2]
+
+    def freeze(self) -> FluxBackbone:
+        for module in self.modules():
+            module.requires_grad_(False)
+            module.eval()
+        return self
+
+    def to(self, device=None, dtype=None) -> FluxBackbone:
+        for module in self.modules():
+            module.to(device=device, dtype=dtype)
+        return self
+
+
+def _missing_parts(root: Path) -> list[str]:
+    missing = [] if (root / "model_index.json").is_file() else ["model_index.json"]
+    for folder in MODEL_FOLDERS:
+        if not (root / folder / "config.json").is_file():
+            missing.append(f"{folder}/config.json")
+        if not any((root / folder).glob("*.safetensors")):
+            missing.append(f"{folder}/*.safetensors")
+        for index in (root / folder).glob("*.safetensors.index.json"):
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+            missing += [f"{folder}/{s}" for s in sorted(shards) if not (root / folder / s).is_file()]
+    for folder in TOKENIZER_FOLDERS:
+        if not (root / folder).is_dir() or not any((root / folder).iterdir()):
+            missing.append(f"{folder}/")
+    if not (root / "scheduler" / "scheduler_config.json").is_file():
+        missing.append("scheduler/scheduler_config.json")
+    return missing
+
+
+def load_flux(
+    path: str | Path, dtype: torch.dtype = torch.bfloat16, max_sequence_length: int | None = None
+) -> FluxBackbone:
+    """Load a FLUX.1-dev diffusers directory from local disk; never touches the network.
+
+    max_sequence_length: T5 tokens per prompt; defaults to the T5 tokenizer's model_max_length (512 for
+    FLUX.1-dev, the paper's setting)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"FLUX directory {root} does not exist: {FLUX_DOWNLOAD_HINT.format(path=root)}")
+    missing = _missing_parts(root)
+    if missing:
+        raise ValueError(
+            f"FLUX directory {root} is incomplete, missing: {', '.join(missing)}; "
+            + FLUX_DOWNLOAD_HINT.format(path=root)
+        )
+    kw = {"torch_dtype": dtype, "local_files_only": True}
+    tokenizer_2 = AutoTokenizer.from_pretrained(root / "tokenizer_2", local_files_only=True)
+    return FluxBackbone(
+        transformer=FluxTransformer2DModel.from_pretrained(root, subfolder="transformer", **kw),
+        vae=AutoencoderKL.from_pretrained(root, subfolder="vae", **kw),
+        text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder", **kw),
+        text_encoder_2=T5EncoderModel.from_pretrained(root, subfolder="text_encoder_2", **kw),
+        tokenizer=AutoTokenizer.from_pretrained(root / "tokenizer", local_files_only=True),
+        tokenizer_2=tokenizer_2,
+        scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(root, subfolder="scheduler", local_files_only=True),
+        max_sequence_length=max_sequence_length or min(512, tokenizer_2.model_max_length),
+    )
+
+
+def save_flux(backbone: FluxBackbone, path: str | Path) -> Path:
+    """Write the backbone in the diffusers FluxPipeline layout that `load_flux` reads."""
+    pipe = FluxPipeline(
+        scheduler=backbone.scheduler,
+        vae=backbone.vae,
+        text_encoder=backbone.text_encoder,
+        tokenizer=backbone.tokenizer,
+        text_encoder_2=backbone.text_encoder_2,
+        tokenizer_2=backbone.tokenizer_2,
+        transformer=backbone.transformer,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return Path(path)
+
+
+@dataclass
+class TinyFluxConfig:
+    """Dimensions of the tiny backbone. VAE scale factor 2^(len(vae_channels)-1) = 4: 64^2 images give
+    16^2 latents and 8^2 = 64 packed tokens of width 4 * latent_channels = 64 (FLUX.1-dev's width)."""
+
+    num_layers: int = 2
+    num_single_layers: int = 4
+    num_heads: int = 4
+    head_dim: int = 32
+    axes_dims_rope: tuple[int, int, int] = (8, 12, 12)
+    latent_channels: int = 16
+    vae_channels: tuple[int, ...] = (32, 32, 64)
+    text_dim: int = 64
+    text_layers: int = 2
+    vocab_size: int = 512
+    max_sequence_length: int = 32
+    guidance_embeds: bool = False
+
+
+def tiny_flux(config: TinyFluxConfig | None = None, seed: int = 0, corpus=None) -> FluxBackbone:
+    """The FLUX classes at small dimensions with randomly initialised weights and offline tokenizers."""
+    c = config or TinyFluxConfig()
+    if sum(c.axes_dims_rope) != c.head_dim:
+        raise ValueError(f"axes_dims_rope {c.axes_dims_rope} must sum to head_dim {c.head_dim}")
+    torch.manual_seed(seed)
+    tokenizer = build_clip_tokenizer(c.vocab_size, corpus)
+    tokenizer_2 = build_t5_tokenizer(c.vocab_size, corpus, max_length=c.max_sequence_length)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4 * c.latent_channels,
+        num_layers=c.num_layers,
+        num_single_layers=c.num_single_layers,
+        attention_head_dim=c.head_dim,
+        num_attention_heads=c.num_heads,
+        joint_attention_dim=c.text_dim,
+        pooled_projection_dim=c.text_dim,  # CLIP's hidden size must equal pooled_projection_dim
+        guidance_embeds=c.guidance_embeds,
+        axes_dims_rope=c.axes_dims_rope,
+    )
+    n = len(c.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=c.vae_channels,
+        layers_per_block=1,
+        latent_channels=c.latent_channels,
+        norm_num_groups=min(32, min(c.vae_channels)),
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        scaling_factor=1.0,
+        shift_factor=0.0,  # must be a number: FLUX decoding computes latents / scale + shift
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=c.text_dim,
+            intermediate_size=2 * c.text_dim,
+            num_hidden_layers=c.text_layers,
+            num_attention_heads=2,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    text_encoder_2 = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer_2),
+            d_model=c.text_dim,
+            d_kv=c.text_dim // 4,
+            d_ff=2 * c.text_dim,
+            num_layers=c.text_layers,
+            num_heads=4,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+            pad_token_id=tokenizer_2.pad_token_id,
+            eos_token_id=tokenizer_2.eos_token_id,
+        )
+    )
+    # FLUX.1-dev's scheduler settings (resolution-dependent shift).
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+        base_shift=0.5,
+        max_shift=1.15,
+    )
+    for module in (transformer, vae, text_encoder, text_encoder_2):
+        module.eval()  # as from_pretrained returns them
+    return FluxBackbone(
+        transformer=transformer,
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        scheduler=scheduler,
+        max_sequence_length=c.max_sequence_length,
+    )

@@ -1,0 +1,152 @@
+"""Mixture of Global and Local Experts (MoGLE) over packed condition-latent tokens.
+
+Shapes (einsum legend):
+    b batch, e experts (1 global + 19 local, or the subset in use), l tokens, d token width (64 for
+    FLUX: 16 latent channels x 2 x 2 patch), h expert hidden width (32 in the paper).
+
+The gate follows the paper's dynamic gating network: the global-mask tokens, a projection of the
+noisy image tokens and a timestep embedding are summed per token and mapped by a small MLP to a
+softmax over the experts. Variants are chosen by `MoGLEConfig`, never by swapping modules.
+
+Timestep convention: `t` is the noise level in [0, 1] (x_t = (1 - t) x_0 + t noise), in training and
+in sampling alike; the gate multiplies it by `time_scale` before its sinusoidal embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+
+from facemogle.face_parts import NUM_CONDITION_MAPS
+
+GateKind = Literal["dynamic", "scalar", "static", "none"]
+ExpertKind = Literal["mlp", "identity"]
+ExpertSet = Literal["all", "global", "local"]
+
+
+@dataclass
+class MoGLEConfig:
+    token_dim: int = 64
+    expert_hidden: int = 32
+    gate: GateKind = "dynamic"
+    experts: ExpertKind = "mlp"
+    expert_set: ExpertSet = "all"
+    # 1000 matches the scale FLUX's own timestep embedding sees. Weights trained by the official code saw
+    # raw t in [0, 1]: load those with time_scale=1.0 (facemogle.official does).
+    time_scale: float = 1000.0
+
+    def __post_init__(self) -> None:
+        for key, allowed in (
+            ("gate", ("dynamic", "scalar", "static", "none")),
+            ("experts", ("mlp", "identity")),
+            ("expert_set", ("all", "global", "local")),
+        ):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"mogle.{key}={getattr(self, key)!r}: expected one of {allowed}")
+
+    @property
+    def expert_indices(self) -> list[int]:
+        """Which of the 20 condition maps (0 global, 1..19 parts) the active experts read."""
+        return {
+            "all": list(range(NUM_CONDITION_MAPS)),
+            "global": [0],
+            "local": list(range(1, NUM_CONDITION_MAPS)),
+        }[self.expert_set]
+
+    @property
+    def num_experts(self) -> int:
+        return len(self.expert_indices)
+
+
+@dataclass
+class MoGLEOutput:
+    tokens: torch.Tensor  # (b, l, d) fused condition tokens
+    weights: torch.Tensor  # (b, l, e), (b, 1, e) or (1, 1, e): the mixture weights actually applied
+
+
+class StackedExperts(nn.Module):
+    """E per-token MLPs (d -> h -> d, ReLU) evaluated together as batched matrix products."""
+
+    def __init__(self, num_experts: int, dim: int, hidden: int):
+        super().__init__()
+        self.w1 = nn.Parameter(torch.empty(num_experts, dim, hidden))
+        self.b1 = nn.Parameter(torch.empty(num_experts, hidden))
+        self.w2 = nn.Parameter(torch.empty(num_experts, hidden, dim))
+        self.b2 = nn.Parameter(torch.empty(num_experts, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Linear's default initialisation, expert by expert.
+        for w, b, fan_in in ((self.w1, self.b1, self.w1.shape[1]), (self.w2, self.b2, self.w2.shape[1])):
+            bound = fan_in**-0.5
+            nn.init.uniform_(w, -bound, bound)
+            nn.init.uniform_(b, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, e, l, d = x.shape
+        # (e, b*l, d) @ (e, d, h): one bmm per layer for all experts.
+        h = torch.baddbmm(self.b1.unsqueeze(1), x.transpose(0, 1).reshape(e, b * l, d), self.w1)
+        y = torch.baddbmm(self.b2.unsqueeze(1), F.relu(h), self.w2)  # (e, b*l, d)
+        return y.view(e, b, l, d).transpose(0, 1)  # (b, e, l, d)
+
+
+class DynamicGate(nn.Module):
+    """Per-token expert logits from global-mask tokens, noisy image tokens and the timestep."""
+
+    def __init__(self, dim: int, num_experts: int, time_scale: float):
+        super().__init__()
+        self.time_scale = time_scale
+        self.time_proj = Timesteps(dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(dim, dim)
+        self.noise_proj = nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, num_experts))
+
+    def forward(self, global_tokens: torch.Tensor, noisy_tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        temb = self.time_embed(self.time_proj(t * self.time_scale).to(global_tokens.dtype))  # (b, d)
+        fused = global_tokens + self.noise_proj(noisy_tokens) + temb.unsqueeze(1)  # (b, l, d)
+        return self.mlp(fused)  # (b, l, e)
+
+
+class MoGLE(nn.Module):
+    """Fuses the 20 encoded condition maps into one sequence of condition tokens."""
+
+    def __init__(self, config: MoGLEConfig | None = None):
+        super().__init__()
+        self.config = config = config or MoGLEConfig()
+        e, d = config.num_experts, config.token_dim
+        self.experts = StackedExperts(e, d, config.expert_hidden) if config.experts == "mlp" else None
+        self.gate = DynamicGate(d, e, config.time_scale) if config.gate in ("dynamic", "scalar") else None
+        self.static_logits = nn.Parameter(torch.zeros(e)) if config.gate == "static" else None
+        self.register_buffer("_expert_index", torch.tensor(config.expert_indices), persistent=False)
+
+    def forward(
+        self,
+        cond: torch.Tensor,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        expert_scale: torch.Tensor | None = None,
+    ) -> MoGLEOutput:
+        """cond: (b, 20, l, d) packed latents of the 20 maps; noisy: (b, l, d) noisy image tokens;
+        t: (b,) noise level in [0, 1]; expert_scale: optional (e,) multiplier of each active expert."""
+        x = cond.index_select(1, self._expert_index)  # (b, e, l, d)
+        y = self.experts(x) if self.experts is not None else x
+        weights = self.gate_weights(cond[:, 0], noisy, t)
+        if expert_scale is not None:
+            weights = weights * expert_scale.to(weights)
+        return MoGLEOutput(torch.einsum("ble,beld->bld", weights.to(y.dtype), y), weights)
+
+    def gate_weights(self, global_tokens: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        e = self.config.num_experts
+        if self.config.gate == "none":
+            return global_tokens.new_ones(1, 1, e)  # plain sum
+        if self.config.gate == "static":
+            return self.static_logits.softmax(-1).view(1, 1, e)
+        weights = self.gate(global_tokens, noisy, t).float().softmax(-1)  # (b, l, e)
+        if self.config.gate == "scalar":
+            weights = weights.mean(dim=1, keepdim=True)  # (b, 1, e)
+        return weights
