@@ -117,7 +117,9 @@ def load_flux(
         text_encoder_2=T5EncoderModel.from_pretrained(root, subfolder="text_encoder_2", **kw),
         tokenizer=AutoTokenizer.from_pretrained(root / "tokenizer", local_files_only=True),
         tokenizer_2=tokenizer_2,
-        scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(root, subfolder="scheduler", local_files_only=True),
+        scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(
+            root, subfolder="scheduler", local_files_only=True
+        ),
         max_sequence_length=max_sequence_length or min(512, tokenizer_2.model_max_length),
     )
 

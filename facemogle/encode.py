@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from facemogle.backbone import FluxBackbone
+from facemogle.face_parts import split_mask
 from facemogle.packing import pack_latents, unpack_latents
 
 
@@ -80,3 +81,9 @@ def decode_tokens(backbone: FluxBackbone, tokens: torch.Tensor, height: int, wid
     latents = latents / vae.config.scaling_factor + vae.config.shift_factor
     images = vae.decode(latents.to(vae.dtype)).sample
     return (images.float() / 2 + 0.5).clamp(0, 1)
+
+
+@torch.no_grad()
+def encode_masks(backbone: FluxBackbone, labels: torch.Tensor) -> torch.Tensor:
+    """labels (b, H, W) in 0..18 -> packed latents of the 20 condition maps, (b, 20, l, d)."""
+    return encode_images(backbone, split_mask(labels))

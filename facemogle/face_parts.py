@@ -72,7 +72,9 @@ def check_labels(labels: np.ndarray | torch.Tensor, source: str = "label map") -
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= NUM_PARTS:
         bad = hi if hi >= NUM_PARTS else lo
-        raise ValueError(f"{source}: label {bad} is out of range; CelebAMask-HQ labels are 0..{NUM_PARTS - 1}")
+        raise ValueError(
+            f"{source}: label {bad} is out of range; CelebAMask-HQ labels are 0..{NUM_PARTS - 1}"
+        )
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:

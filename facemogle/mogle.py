@@ -106,7 +106,9 @@ class DynamicGate(nn.Module):
         self.noise_proj = nn.Linear(dim, dim)
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, num_experts))
 
-    def forward(self, global_tokens: torch.Tensor, noisy_tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, global_tokens: torch.Tensor, noisy_tokens: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         temb = self.time_embed(self.time_proj(t * self.time_scale).to(global_tokens.dtype))  # (b, d)
         fused = global_tokens + self.noise_proj(noisy_tokens) + temb.unsqueeze(1)  # (b, l, d)
         return self.mlp(fused)  # (b, l, e)

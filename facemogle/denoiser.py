@@ -1,0 +1,75 @@
+"""The conditioned denoiser: MoGLE fuses the mask latents, FLUX predicts the flow velocity.
+
+Training and sampling both call `Denoiser.forward` with the noise level t in [0, 1], so the gate and
+the transformer see the same timestep value for the same noise level in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers import FluxTransformer2DModel
+from torch import nn
+
+from facemogle.encode import TextEmbeddings
+from facemogle.flux_forward import ConditionSettings, flux_forward, install_processors
+from facemogle.mogle import MoGLE
+
+
+@dataclass
+class DenoiserOutput:
+    velocity: torch.Tensor  # (b, l, d)
+    gate_weights: torch.Tensor | None  # MoGLE's mixture weights, None without a mask condition
+
+
+class Denoiser(nn.Module):
+    """FLUX transformer + MoGLE. Condition tokens sit at the image tokens' positions plus `cond_id_offset`
+    (default (0, 0, 0): spatially aligned with the image, as OminiControl does for spatial conditions)."""
+
+    def __init__(
+        self,
+        transformer: FluxTransformer2DModel,
+        mogle: MoGLE,
+        settings: ConditionSettings | None = None,
+        cond_id_offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    ):
+        super().__init__()
+        self.transformer = transformer
+        self.mogle = mogle
+        self.settings = settings or ConditionSettings()
+        self.register_buffer("cond_id_offset", torch.tensor(cond_id_offset), persistent=False)
+        install_processors(transformer)
+
+    def forward(
+        self,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        text: TextEmbeddings,
+        img_ids: torch.Tensor,
+        cond_latents: torch.Tensor | None = None,
+        guidance: torch.Tensor | None = None,
+        expert_scale: torch.Tensor | None = None,
+    ) -> DenoiserOutput:
+        """noisy (b, l, d) tokens at noise level t (b,) in [0, 1]; cond_latents (b, 20, l, d) or None
+        (no mask condition at all); img_ids (l, 3)."""
+        cond_tokens = cond_ids = weights = None
+        if cond_latents is not None:
+            mixed = self.mogle(cond_latents, noisy, t, expert_scale)
+            cond_tokens, weights = mixed.tokens.to(noisy.dtype), mixed.weights
+            cond_ids = img_ids + self.cond_id_offset.to(img_ids)
+        seq = text.sequence.to(noisy.dtype)
+        velocity = flux_forward(
+            self.transformer,
+            hidden_states=noisy,
+            encoder_hidden_states=seq,
+            pooled_projections=text.pooled.to(noisy.dtype),
+            timestep=t,
+            img_ids=img_ids,
+            txt_ids=seq.new_zeros(seq.shape[1], 3),
+            guidance=guidance,
+            cond_tokens=cond_tokens,
+            cond_ids=cond_ids,
+            settings=self.settings,
+        )
+        return DenoiserOutput(velocity, weights)
