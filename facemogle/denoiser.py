@@ -13,6 +13,7 @@ from diffusers import FluxTransformer2DModel
 from torch import nn
 
 from facemogle.encode import TextEmbeddings
+from facemogle.flow import add_noise, velocity_target
 from facemogle.flux_forward import ConditionSettings, flux_forward, install_processors
 from facemogle.mogle import MoGLE
 
@@ -73,3 +74,18 @@ class Denoiser(nn.Module):
             settings=self.settings,
         )
         return DenoiserOutput(velocity, weights)
+
+
+def flow_matching_loss(
+    denoiser: Denoiser,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    t: torch.Tensor,
+    text: TextEmbeddings,
+    img_ids: torch.Tensor,
+    cond_latents: torch.Tensor | None,
+) -> tuple[torch.Tensor, DenoiserOutput]:
+    """Rectified-flow loss: the denoiser at x_t = (1 - t) x0 + t noise regresses noise - x0."""
+    out = denoiser(add_noise(x0, noise, t), t, text, img_ids, cond_latents)
+    loss = torch.nn.functional.mse_loss(out.velocity.float(), velocity_target(x0, noise).float())
+    return loss, out

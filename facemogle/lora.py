@@ -60,7 +60,10 @@ def add_lora(
     transformer: FluxTransformer2DModel, settings: LoRASettings, adapter: str = ADAPTER
 ) -> list[str]:
     """Inject LoRA into the transformer; only the LoRA weights require grad afterwards."""
-    transformer.add_adapter(settings.peft_config(), adapter_name=adapter)
+    try:
+        transformer.add_adapter(settings.peft_config(), adapter_name=adapter)
+    except ValueError as err:  # peft's message for targets that match nothing
+        raise ValueError(f"lora.target_modules={settings.target_modules!r} matched no layer: {err}") from err
     names = lora_layer_names(transformer)
     _check_supported(names)
     return names

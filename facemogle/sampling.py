@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
@@ -68,7 +69,8 @@ def sample(
     seed: int = 0,
     expert_scale: torch.Tensor | None = None,
 ) -> SampleOutput:
-    """prompts: b captions, or None for mask-to-face; masks: (b, H, W) labels, or None for text-to-face."""
+    """prompts: b captions, or None for mask-to-face; masks: (b, H, W) labels, or None for text-to-face.
+    Masks of another size are resized (nearest) to height x width."""
     if prompts is None and masks is None:
         raise ValueError("sample() needs prompts, masks, or both")
     settings = settings or SampleSettings()
@@ -84,7 +86,10 @@ def sample(
 
     empty = encode_prompts(backbone, [""] * n)
     text = encode_prompts(backbone, prompts) if prompts is not None else empty
-    cond = encode_masks(backbone, masks.to(device)).to(dtype) if masks is not None else None
+    cond = None
+    if masks is not None:
+        masks = F.interpolate(masks[:, None].float(), size=(height, width), mode="nearest")[:, 0].long()
+        cond = encode_masks(backbone, masks.to(device)).to(dtype)
     ids = image_ids(height // f, width // f, device=device, dtype=dtype)
     latents = initial_noise(n, ids.shape[0], backbone.token_dim, seed, device, dtype)
     scheduler = make_scheduler(backbone, settings.steps, ids.shape[0])

@@ -1,0 +1,86 @@
+"""Weights of the official Face-MoGLE release, converted to our modules.
+
+Key layout of the official MoGLE state dict (github.com/XavierJiezou/Face-MoGLE, src/moe/mogle.py):
+    global_expert.net.{0,2}.{weight,bias}          Linear(64, 32), Linear(32, 64)
+    local_experts.{i}.net.{0,2}.{weight,bias}      i = 0..18, same shapes
+    gating.timestep_embedding.linear_{1,2}.{weight,bias}   Linear(64, 64) x 2
+    gating.noise_proj.{weight,bias}                Linear(64, 64)
+    gating.gate.{0,2}.{weight,bias}                Linear(64, 64), Linear(64, 20)
+(`gating.time_proj` is a parameter-free sinusoidal embedding.) The official training fed the gate raw
+t in [0, 1], so these weights load into a MoGLE with time_scale=1.0. The released LoRA is a diffusers
+FLUX LoRA file: load it with facemogle.lora.load_lora.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from facemogle.face_parts import NUM_PARTS
+from facemogle.mogle import MoGLE, MoGLEConfig
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """safetensors, or a torch checkpoint read with weights_only=True (never arbitrary pickle)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state
+
+
+def convert_official_mogle(official: dict[str, torch.Tensor], config: MoGLEConfig) -> dict[str, torch.Tensor]:
+    """Map the official keys onto MoGLE's state dict (experts stacked, Linear weights transposed)."""
+    if (config.gate, config.experts, config.expert_set) != ("dynamic", "mlp", "all"):
+        raise ValueError("official MoGLE weights are for gate=dynamic, experts=mlp, expert_set=all")
+    experts = ["global_expert"] + [f"local_experts.{i}" for i in range(NUM_PARTS)]
+
+    def take(key: str) -> torch.Tensor:
+        if key not in official:
+            raise ValueError(f"official MoGLE state dict lacks key {key!r}")
+        return official[key]
+
+    out = {
+        "experts.w1": torch.stack([take(f"{e}.net.0.weight").T for e in experts]),
+        "experts.b1": torch.stack([take(f"{e}.net.0.bias") for e in experts]),
+        "experts.w2": torch.stack([take(f"{e}.net.2.weight").T for e in experts]),
+        "experts.b2": torch.stack([take(f"{e}.net.2.bias") for e in experts]),
+    }
+    renames = {
+        "gating.timestep_embedding.linear_1": "gate.time_embed.linear_1",
+        "gating.timestep_embedding.linear_2": "gate.time_embed.linear_2",
+        "gating.noise_proj": "gate.noise_proj",
+        "gating.gate.0": "gate.mlp.0",
+        "gating.gate.2": "gate.mlp.2",
+    }
+    for old, new in renames.items():
+        for p in ("weight", "bias"):
+            out[f"{new}.{p}"] = take(f"{old}.{p}")
+    used = {f"{e}.net.{i}.{p}" for e in experts for i in (0, 2) for p in ("weight", "bias")}
+    used |= {f"{old}.{p}" for old in renames for p in ("weight", "bias")}
+    unexpected = sorted(set(official) - used)
+    if unexpected:
+        raise ValueError(f"official MoGLE state dict has unexpected keys: {unexpected[:5]}")
+    return out
+
+
+def load_official_mogle(path: str | Path, token_dim: int = 64, expert_hidden: int = 32) -> MoGLE:
+    """Build a MoGLE matching the official release and load its weights, every shape checked."""
+    config = MoGLEConfig(token_dim=token_dim, expert_hidden=expert_hidden, time_scale=1.0)
+    mogle = MoGLE(config)
+    converted = convert_official_mogle(read_state_dict(path), config)
+    expected = mogle.state_dict()
+    for key, value in converted.items():
+        if value.shape != expected[key].shape:
+            raise ValueError(
+                f"{path}: {key} has shape {tuple(value.shape)}, MoGLE(token_dim={token_dim}, "
+                f"expert_hidden={expert_hidden}) expects {tuple(expected[key].shape)}"
+            )
+    mogle.load_state_dict(converted, strict=True)
+    return mogle

@@ -1,0 +1,118 @@
+import pytest
+import torch
+
+from facemogle.flux_forward import ConditionSettings, double_block, flux_forward, install_processors
+from facemogle.lora import LoRASettings, add_lora
+
+
+def stock(transformer, inputs):
+    with torch.no_grad():
+        return transformer(**inputs, return_dict=False)[0]
+
+
+def ours(transformer, inputs, cond=None, settings=None):
+    kw = {} if cond is None else {"cond_tokens": cond, "cond_ids": inputs["img_ids"]}
+    with torch.no_grad():
+        return flux_forward(transformer, **inputs, settings=settings, **kw)
+
+
+@pytest.mark.parametrize("empty_cond", [False, True])
+def test_without_condition_tokens_the_forward_equals_stock_flux(backbone, flux_inputs, empty_cond):
+    tr = backbone.transformer
+    expected = stock(tr, flux_inputs)
+    install_processors(tr)
+    cond = torch.zeros(2, 0, 64) if empty_cond else None
+    kw = {"cond_tokens": cond, "cond_ids": torch.zeros(0, 3)} if empty_cond else {}
+    with torch.no_grad():
+        got = flux_forward(tr, **flux_inputs, **kw)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stock(tr, flux_inputs), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_condition_tokens_change_the_prediction(backbone, flux_inputs):
+    install_processors(backbone.transformer)
+    base = ours(backbone.transformer, flux_inputs)
+    conditioned = ours(backbone.transformer, flux_inputs, torch.randn(2, 64, 64))
+    assert (base - conditioned).abs().max() > 1e-3
+
+
+def test_condition_only_lora_leaves_the_image_path_stock(backbone, flux_inputs):
+    tr = backbone.transformer
+    expected = stock(tr, flux_inputs)
+    add_lora(tr, LoRASettings())
+    for name, p in tr.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    install_processors(tr)
+    torch.testing.assert_close(ours(tr, flux_inputs), expected, atol=1e-5, rtol=1e-5)
+    on_image = ours(tr, flux_inputs, settings=ConditionSettings(lora_on_image=True))
+    assert (on_image - expected).abs().max() > 1e-3
+
+
+def double_block_cond(tr, inputs, settings, img_scale=1.0, t=None):
+    """Condition stream after the first double block, given perturbed image tokens / timestep."""
+    install_processors(tr)
+    block = tr.transformer_blocks[0]
+    img = tr.x_embedder(inputs["hidden_states"] * img_scale)
+    txt = tr.context_embedder(inputs["encoder_hidden_states"])
+    cond = tr.x_embedder(torch.ones(2, 64, 64))
+    t = inputs["timestep"] if t is None else t
+    temb = tr.time_text_embed(t * 1000, inputs["pooled_projections"])
+    zero = tr.time_text_embed(torch.zeros_like(t), inputs["pooled_projections"])
+    cond_temb = temb if settings.cond_timestep == "shared" else zero
+    ids = torch.cat([inputs["txt_ids"], inputs["img_ids"], inputs["img_ids"]])
+    mask = None
+    if settings.cond_attention == "self":
+        mask = torch.ones(160, 160, dtype=torch.bool)
+        mask[96:, :96] = False
+    with torch.no_grad():
+        return double_block(block, img, txt, cond, temb, cond_temb, tr.pos_embed(ids), mask, False)[2]
+
+
+def test_self_attending_zero_timestep_condition_tokens_ignore_image_and_timestep(backbone, flux_inputs):
+    tr = backbone.transformer
+    cached = ConditionSettings(cond_attention="self", cond_timestep="zero")
+    a = double_block_cond(tr, flux_inputs, cached)
+    b = double_block_cond(tr, flux_inputs, cached, img_scale=3.0, t=torch.tensor([0.9, 0.1]))
+    torch.testing.assert_close(a, b)
+
+
+def test_joint_attention_and_shared_timestep_make_condition_tokens_depend_on_them(backbone, flux_inputs):
+    tr = backbone.transformer
+    joint = ConditionSettings(cond_attention="joint")
+    assert (
+        double_block_cond(tr, flux_inputs, joint) - double_block_cond(tr, flux_inputs, joint, 3.0)
+    ).abs().max() > 1e-4
+    shared = ConditionSettings(cond_attention="self", cond_timestep="shared")
+    other_t = torch.tensor([0.9, 0.1])
+    diff = double_block_cond(tr, flux_inputs, shared) - double_block_cond(tr, flux_inputs, shared, t=other_t)
+    assert diff.abs().max() > 1e-4
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(backbone, flux_inputs):
+    tr = backbone.transformer
+    install_processors(tr)
+    cond = torch.randn(2, 64, 64)
+
+    def grads():
+        tr.zero_grad()
+        flux_forward(
+            tr, **flux_inputs, cond_tokens=cond, cond_ids=flux_inputs["img_ids"]
+        ).square().mean().backward()
+        return [p.grad.clone() for p in tr.parameters()]
+
+    plain = grads()
+    tr.enable_gradient_checkpointing()
+    for a, b in zip(plain, grads(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_condition_ids_must_match_the_condition_tokens(backbone, flux_inputs):
+    install_processors(backbone.transformer)
+    with pytest.raises(ValueError, match="cond_ids"):
+        flux_forward(
+            backbone.transformer,
+            **flux_inputs,
+            cond_tokens=torch.randn(2, 64, 64),
+            cond_ids=torch.zeros(3, 3),
+        )

@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from facemogle.denoiser import Denoiser, flow_matching_loss
+from facemogle.encode import encode_masks, encode_prompts
+from facemogle.mogle import MoGLE
+from facemogle.packing import image_ids
+from facemogle.sampling import SampleSettings, sample
+
+PROMPTS = ["She has blond wavy hair and wears eyeglasses.", "He is smiling."]
+MODES = {"text": (PROMPTS, False), "mask": (None, True), "text+mask": (PROMPTS, True)}
+
+
+@pytest.fixture
+def denoiser(backbone):
+    return Denoiser(backbone.transformer, MoGLE())
+
+
+@pytest.fixture
+def masks():
+    return torch.randint(0, 19, (2, 64, 64), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sampling_is_deterministic_for_a_seed_and_returns_the_requested_size(backbone, denoiser, masks, mode):
+    prompts, use_mask = MODES[mode]
+    m = masks if use_mask else None
+    settings = SampleSettings(steps=3)
+    a = sample(backbone, denoiser, prompts, m, height=64, width=32, settings=settings, seed=7)
+    b = sample(backbone, denoiser, prompts, m, height=64, width=32, settings=settings, seed=7)
+    c = sample(backbone, denoiser, prompts, m, height=64, width=32, settings=settings, seed=8)
+    assert a.images.shape == (2, 3, 64, 32)
+    assert 0 <= a.images.min() and a.images.max() <= 1
+    torch.testing.assert_close(a.images, b.images, atol=0, rtol=0)
+    assert (a.images - c.images).abs().max() > 1e-4
+
+
+def test_a_sample_does_not_depend_on_its_batch(backbone, denoiser, masks):
+    settings = SampleSettings(steps=2)
+    both = sample(backbone, denoiser, PROMPTS, masks, height=64, width=64, settings=settings, seed=3)
+    first = sample(backbone, denoiser, PROMPTS[:1], masks[:1], height=64, width=64, settings=settings, seed=3)
+    torch.testing.assert_close(both.images[:1], first.images, atol=1e-5, rtol=1e-5)
+
+
+def test_text_only_sampling_uses_no_mask_condition_at_all(backbone, denoiser):
+    calls = []
+    denoiser.mogle.register_forward_hook(lambda *a: calls.append(1))
+    out = sample(backbone, denoiser, PROMPTS, None, height=64, width=64, settings=SampleSettings(steps=2))
+    assert calls == [] and out.gate_weights == []
+
+
+def test_gate_sees_the_same_timestep_in_training_and_sampling(backbone, denoiser, masks):
+    seen = []
+    denoiser.mogle.gate.register_forward_hook(lambda module, args, out: seen.append(args[2].clone()))
+    out = sample(backbone, denoiser, None, masks, height=64, width=64, settings=SampleSettings(steps=4))
+    sampling_t = [t for t in seen]
+    assert len(sampling_t) == 4
+    seen.clear()
+    x0 = torch.randn(2, 64, 64)
+    text = encode_prompts(backbone, ["", ""])
+    cond = encode_masks(backbone, masks)
+    for sigma in out.sigmas:  # training at exactly the noise levels sampling visited
+        flow_matching_loss(denoiser, x0, torch.randn_like(x0), sigma.expand(2), text, image_ids(16, 16), cond)
+    for train_t, sample_t in zip(seen, sampling_t, strict=True):
+        torch.testing.assert_close(train_t, sample_t, atol=0, rtol=0)
+        assert 0 <= train_t.min() and train_t.max() <= 1
+
+
+def test_guidance_embedding_backbones_take_guidance_in_one_pass(masks):
+    from facemogle.backbone import TinyFluxConfig, tiny_flux
+
+    backbone = tiny_flux(TinyFluxConfig(guidance_embeds=True))
+    denoiser = Denoiser(backbone.transformer, MoGLE())
+    calls = []
+    denoiser.register_forward_hook(lambda *a: calls.append(1))
+    sample(backbone, denoiser, PROMPTS, masks, height=64, width=64, settings=SampleSettings(steps=2))
+    assert len(calls) == 2  # one forward per step: no classifier-free guidance passes
+
+
+def test_true_cfg_composes_text_and_mask_scales(backbone, denoiser, masks):
+    calls = []
+    denoiser.register_forward_hook(lambda *a: calls.append(1))
+    sample(backbone, denoiser, PROMPTS, masks, height=64, width=64, settings=SampleSettings(steps=2))
+    assert len(calls) == 6  # conditioned, mask-only and unconditional passes per step
+
+
+def test_bad_sample_requests_are_errors(backbone, denoiser, masks):
+    with pytest.raises(ValueError, match="needs prompts, masks, or both"):
+        sample(backbone, denoiser, None, None, height=64, width=64)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        sample(backbone, denoiser, PROMPTS, None, height=60, width=64)
+    with pytest.raises(ValueError, match="2 prompts but 1 masks"):
+        sample(backbone, denoiser, PROMPTS, masks[:1], height=64, width=64)
