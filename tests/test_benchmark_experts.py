@@ -1,0 +1,7 @@
+from experiments.benchmark import main
+
+
+def test_experts_benchmark_prints_a_table_with_both_variants(capsys):
+    main(["experts", "--batch", "1", "--tokens", "8", "--min-time", "0.01"])
+    out = capsys.readouterr().out
+    assert "| cpu | float32 | per-expert loop |" in out and "| cpu | float32 | batched (bmm) |" in out
