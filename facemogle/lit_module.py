@@ -1,0 +1,159 @@
+"""The LightningModule: frozen FLUX backbone, trainable LoRA + MoGLE, rectified-flow loss.
+
+It receives the built backbone and denoiser (experiments/build.py makes them from a config). Batches
+come from data_modules in one of two forms:
+    cached   image_latents (b, l, d), cond_latents (b, 20, l, d), text_sequence (b, s, D), text_pooled (b, P)
+    raw      image (b, 3, H, W), cond_maps (b, 20, 3, H, W), caption list[str] (encoded every step)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import lightning as L
+import torch
+
+from facemogle.backbone import FluxBackbone
+from facemogle.denoiser import Denoiser, flow_matching_loss
+from facemogle.encode import TextEmbeddings, encode_images, encode_prompts
+from facemogle.flow import TimestepSampling
+from facemogle.packing import image_ids
+from facemogle.sampling import SampleOutput, SampleSettings, sample
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adamw", "prodigy"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+
+
+@dataclass
+class TrainConfig:
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    timesteps: TimestepSampling = field(default_factory=TimestepSampling)
+    sample: SampleSettings = field(default_factory=SampleSettings)
+    resolution: int = 64
+
+
+@dataclass
+class Batch:
+    x0: torch.Tensor  # (b, l, d) clean image tokens
+    cond: torch.Tensor  # (b, 20, l, d)
+    text: TextEmbeddings
+
+
+class FaceMoGLEModule(L.LightningModule):
+    def __init__(self, backbone: FluxBackbone, denoiser: Denoiser, config: TrainConfig | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.denoiser = denoiser
+        self.config = config or TrainConfig()
+        self.text_encoders = torch.nn.ModuleList([backbone.text_encoder, backbone.text_encoder_2])
+        self.vae = backbone.vae
+        for module in (self.vae, self.text_encoders):
+            module.requires_grad_(False).eval()
+        f = backbone.vae_scale_factor
+        self.register_buffer("img_ids", image_ids(self.config.resolution // f, self.config.resolution // f), False)
+
+    # Checkpoints hold what trains (LoRA, MoGLE); the frozen backbone is rebuilt from its directory.
+    strict_loading = False
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        trainable |= {n for n, _ in self.denoiser.mogle.named_buffers(prefix="denoiser.mogle")}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vae.eval()  # frozen encoders stay in eval mode
+        self.text_encoders.eval()
+        return self
+
+    # --- training --------------------------------------------------------------------------------
+
+    def prepare(self, batch: dict) -> Batch:
+        dtype = self.backbone.transformer.dtype
+        if "image_latents" in batch:
+            text = TextEmbeddings(batch["text_sequence"], batch["text_pooled"])
+            return Batch(batch["image_latents"].to(dtype), batch["cond_latents"].to(dtype), text)
+        x0 = encode_images(self.backbone, batch["image"]).to(dtype)
+        cond = encode_images(self.backbone, batch["cond_maps"]).to(dtype)
+        return Batch(x0, cond, encode_prompts(self.backbone, list(batch["caption"])))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        b = self.prepare(batch)
+        noise = torch.randn_like(b.x0)
+        t = self.config.timesteps.sample(b.x0.shape[0], device=self.device)
+        loss, out = flow_matching_loss(self.denoiser, b.x0, noise, t, b.text, self.img_ids, b.cond)
+        n = b.x0.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/gate_entropy", gate_entropy(out.gate_weights), batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        b = self.prepare(batch)
+        g = torch.Generator(device="cpu").manual_seed(batch_idx)
+        noise = torch.randn(b.x0.shape, generator=g).to(b.x0)
+        t = torch.linspace(0.05, 0.95, b.x0.shape[0], device=self.device)  # fixed noise levels
+        loss, _ = flow_matching_loss(self.denoiser, b.x0, noise, t, b.text, self.img_ids, b.cond)
+        self.log("val/loss", loss, sync_dist=True, batch_size=b.x0.shape[0])
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
+        if grads:
+            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
+
+    # --- optimisation ----------------------------------------------------------------------------
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        cfg = self.config.optim
+        params = self.trainable_parameters()
+        if cfg.name == "prodigy":
+            optimizer = _prodigy(params, cfg)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        if cfg.warmup_steps <= 0:
+            return optimizer
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+    # --- sampling (used by the evaluation callbacks) ---------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: list[str] | None, masks: torch.Tensor | None, seed: int, **settings
+    ) -> SampleOutput:
+        cfg = SampleSettings(**{**vars(self.config.sample), **settings})
+        res = self.config.resolution
+        return sample(self.backbone, self.denoiser, prompts, masks, height=res, width=res, settings=cfg, seed=seed)
+
+
+def gate_entropy(weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean entropy (nats) of the per-token expert distribution; log(20) = 3.0 is uniform."""
+    if weights is None:
+        return torch.tensor(0.0)
+    w = weights.float().clamp_min(1e-12)
+    return -(w * w.log()).sum(-1).mean()
+
+
+def _prodigy(params, cfg: OptimConfig):
+    try:
+        from prodigyopt import Prodigy
+    except ImportError as err:
+        raise ValueError("optim.name=prodigy needs the prodigyopt package: pip install 'facemogle[prodigy]'") from err
+    # The paper's settings: lr 1, bias correction, safeguard warm-up, weight decay 0.01.
+    return Prodigy(
+        params,
+        lr=cfg.lr,
+        betas=cfg.betas,
+        weight_decay=cfg.weight_decay,
+        use_bias_correction=True,
+        safeguard_warmup=True,
+    )
