@@ -47,8 +47,11 @@ class Batch:
 
 
 class FaceMoGLEModule(L.LightningModule):
-    def __init__(self, backbone: FluxBackbone, denoiser: Denoiser, config: TrainConfig | None = None):
+    def __init__(
+        self, backbone: FluxBackbone, denoiser: Denoiser, config: TrainConfig | None = None, seed: int = 0
+    ):
         super().__init__()
+        self.seed = seed
         self.backbone = backbone
         self.denoiser = denoiser
         self.config = config or TrainConfig()
@@ -86,13 +89,20 @@ class FaceMoGLEModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         b = self.prepare(batch)
-        noise = torch.randn_like(b.x0)
-        t = self.config.timesteps.sample(b.x0.shape[0], device=self.device)
+        g = self.step_generator(batch_idx)
+        noise = torch.randn(b.x0.shape, generator=g).to(b.x0)
+        t = self.config.timesteps.sample(b.x0.shape[0], generator=g).to(self.device)
         loss, out = flow_matching_loss(self.denoiser, b.x0, noise, t, b.text, self.img_ids, b.cond)
         n = b.x0.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/gate_entropy", gate_entropy(out.gate_weights), batch_size=n)
         return loss
+
+    def step_generator(self, batch_idx: int) -> torch.Generator:
+        """Noise and timesteps are a function of (seed, rank, step, micro-batch), so a resumed run draws
+        exactly what an uninterrupted one would, whatever RNG state the checkpoint held."""
+        key = (self.seed, self.global_rank, self.global_step, batch_idx % self.trainer.accumulate_grad_batches)
+        return torch.Generator().manual_seed(hash(key) & 0x7FFF_FFFF_FFFF_FFFF)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         b = self.prepare(batch)

@@ -1,0 +1,67 @@
+"""A run's export: what sampling needs, without any training state.
+
+    RUN_DIR/export/config.yaml                          the resolved config
+    RUN_DIR/export/lora/pytorch_lora_weights.safetensors diffusers FLUX LoRA (alpha kept in its metadata)
+    RUN_DIR/export/mogle.safetensors                     MoGLE weights
+
+The export is written to a temporary folder and renamed into place, so a reader never sees half of it.
+The backbone itself is not copied: config.yaml names its directory (`backbone.path`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from experiments.build import build_backbone, build_denoiser
+from experiments.config import Config, load_config, to_yaml
+from facemogle.backbone import FluxBackbone
+from facemogle.denoiser import Denoiser
+from facemogle.lora import LORA_FILE, load_lora, save_lora
+
+EXPORT = "export"
+
+
+@dataclass
+class LoadedRun:
+    config: Config
+    backbone: FluxBackbone
+    denoiser: Denoiser
+
+
+def export_run(run_dir: str | Path, config: Config, denoiser: Denoiser) -> Path:
+    final = Path(run_dir) / EXPORT
+    tmp = final.with_name(EXPORT + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / "config.yaml").write_text(to_yaml(config))
+    save_lora(denoiser.transformer, tmp / "lora")
+    state = {k: v.detach().float().cpu().contiguous() for k, v in denoiser.mogle.state_dict().items()}
+    save_file(state, tmp / "mogle.safetensors")
+    old = final.with_name(EXPORT + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_run(run_dir: str | Path, overrides: list[str] | None = None) -> LoadedRun:
+    """Rebuild a run's denoiser from its export: the backbone from `backbone.path`, LoRA, MoGLE."""
+    export = Path(run_dir) / EXPORT
+    for needed in ("config.yaml", f"lora/{LORA_FILE}", "mogle.safetensors"):
+        if not (export / needed).is_file():
+            raise ValueError(f"{export / needed} is missing: is {run_dir} a finished facemogle run?")
+    config = load_config(export / "config.yaml", overrides)
+    backbone = build_backbone(config.backbone)
+    denoiser = build_denoiser(backbone, config.model, lora=False)
+    load_lora(backbone.transformer, export / "lora" / LORA_FILE)
+    denoiser.mogle.load_state_dict(load_file(export / "mogle.safetensors"))
+    denoiser.mogle.to(dtype=torch.float32)
+    denoiser.eval()
+    return LoadedRun(config, backbone, denoiser)
