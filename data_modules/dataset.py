@@ -71,11 +71,11 @@ def load_face(record: FaceRecord, resolution: int) -> tuple[np.ndarray, np.ndarr
         im = _center_square(im.convert("RGB"))
         if im.size != (resolution, resolution):
             im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
-        image = np.asarray(im)
+        image = np.array(im)
     mask = _center_square(Image.fromarray(read_mask(record)))
     if mask.size != (resolution, resolution):
         mask = mask.resize((resolution, resolution), Image.Resampling.NEAREST)
-    return image, np.asarray(mask)
+    return image, np.array(mask)
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:

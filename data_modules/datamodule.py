@@ -1,0 +1,178 @@
+"""FaceDataModule: scan + validate a face data set, split it, serve items from disk or from the latent cache.
+
+With `cache=True` (needs the backbone) the first `prepare_data` / `setup` encodes the whole set once
+(data_modules.cache) and the dataloaders serve latents and text embeddings: a training step runs no
+VAE or text encoder. Batches are the collated dicts of FaceDataset / CachedDataset, e.g. for the
+cached path image_latents (b, l, d), cond_latents (b, 20, l, d), text_sequence (b, s, D),
+text_pooled (b, P), labels (b, H, W), cond_keep (b, 20), caption / key: lists of b strings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from data_modules.cache import (
+    DTYPES,
+    CachedDataset,
+    build_cache,
+    cache_folder,
+    fingerprint,
+    is_complete,
+    read_meta,
+)
+from data_modules.dataset import Dropout, FaceDataset
+from data_modules.layouts import LAYOUTS, FaceRecord, Scan, scan
+from data_modules.split import Split, SplitConfig, split_keys
+from data_modules.validate import Report, validate
+from facemogle.backbone import FluxBackbone
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synthetic"
+    layout: str = "auto"  # one of data_modules.layouts.LAYOUTS
+    captions: str | None = None  # raw CelebAMask-HQ only: caption folder or json
+    resolution: int = 64
+    split: SplitConfig = field(default_factory=SplitConfig)
+    batch_size: int = 4
+    eval_batch_size: int | None = None  # defaults to batch_size
+    num_workers: int = 0
+    text_dropout: float = 0.1
+    region_dropout: float = 0.1
+    cache: bool = False
+    cache_dir: str = "cache/latents"
+    cache_dtype: str = "float32"  # float32 | float16 | bfloat16
+    cache_device: str | None = None  # encode the cache there (e.g. "cuda"), then move the encoders back
+    cache_batch_size: int = 8
+    strict: bool = True  # False: skip bad items (logged) instead of raising
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout {self.layout!r} is not one of {LAYOUTS}")
+        if self.cache_dtype not in DTYPES:
+            raise ValueError(f"cache_dtype {self.cache_dtype!r} is not one of {tuple(DTYPES)}")
+        if self.resolution <= 0 or self.batch_size <= 0:
+            raise ValueError(
+                f"resolution {self.resolution} and batch_size {self.batch_size} must be positive"
+            )
+        Dropout(self.text_dropout, self.region_dropout)  # validates the probabilities
+
+
+class FaceDataModule(L.LightningDataModule):
+    def __init__(self, config: DataConfig, backbone: FluxBackbone | None = None):
+        super().__init__()
+        if config.cache and backbone is None:
+            raise ValueError("DataConfig.cache=True needs the backbone to encode the cache")
+        self.config = config
+        self.backbone = backbone
+        self.report: Report | None = None
+        self.split: Split | None = None
+        self.cache_folder: Path | None = None
+        self.datasets: dict[str, Dataset] = {}
+
+    def _scan(self) -> Scan:
+        return scan(self.config.root, self.config.layout, self.config.captions)
+
+    def prepare_data(self) -> None:
+        if self.config.cache:
+            self._ensure_cache()
+
+    def _ensure_cache(self) -> tuple[list[FaceRecord], Path]:
+        """The validated records and their complete cache folder, building it when missing.
+
+        The folder is named by the fingerprint of the scan (files, captions, scan problems), so a
+        second run finds it without decoding every image again; the validation outcome is in its meta."""
+        c, scanned = self.config, self._scan()
+        key = fingerprint(scanned.records, self.backbone, c.resolution, c.cache_dtype, scanned.problems)
+        folder = cache_folder(c.cache_dir, key)
+        if is_complete(folder):
+            meta = read_meta(folder)
+            if meta.problems and c.strict:
+                raise ValueError(f"{meta.problems[0]} (found when the cache {folder} was built)")
+            if meta.problems:
+                log.warning("data validation (cached): skipped items for: %s", "; ".join(meta.problems))
+            by_key = {r.key: r for r in scanned.records}
+            return [by_key[k] for k in meta.keys], folder
+        report = validate(scanned, strict=c.strict)
+        self.report = report
+        device = next(self.backbone.vae.parameters()).device
+        if c.cache_device is not None:
+            self._move_encoders(c.cache_device)
+        try:
+            build_cache(
+                report.records,
+                self.backbone,
+                c.resolution,
+                c.cache_dir,
+                dtype=c.cache_dtype,
+                problems=report.problems,
+                batch_size=c.cache_batch_size,
+                num_workers=c.num_workers,
+                key=key,
+            )
+        finally:
+            if c.cache_device is not None:
+                self._move_encoders(device)
+        return report.records, folder
+
+    def _move_encoders(self, device) -> None:
+        for module in (self.backbone.vae, self.backbone.text_encoder, self.backbone.text_encoder_2):
+            module.to(device)
+
+    def _validate(self) -> Report:
+        if self.report is None:
+            self.report = validate(self._scan(), strict=self.config.strict)
+        return self.report
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        c = self.config
+        if c.cache:
+            records, self.cache_folder = self._ensure_cache()
+        else:
+            records = self._validate().records
+        by_key = {r.key: r for r in records}
+        self.split = split_keys(by_key, c.split)
+        dropout = Dropout(c.text_dropout, c.region_dropout)
+        for name, keys in (("train", self.split.train), ("val", self.split.val), ("test", self.split.test)):
+            part = [by_key[k] for k in keys]
+            train = name == "train"
+            if c.cache:
+                self.datasets[name] = CachedDataset(self.cache_folder, part, train=train, dropout=dropout)
+            else:
+                self.datasets[name] = FaceDataset(part, c.resolution, train=train, dropout=dropout)
+        log.info(
+            "data: %s train, %s val, %s test items",
+            *(len(self.datasets[n]) for n in ("train", "val", "test")),
+        )
+
+    def _loader(self, name: str) -> DataLoader:
+        if not self.datasets:
+            raise ValueError("call setup() before asking for a dataloader")
+        c, train = self.config, name == "train"
+        return DataLoader(
+            self.datasets[name],
+            batch_size=c.batch_size if train else (c.eval_batch_size or c.batch_size),
+            shuffle=train,
+            num_workers=c.num_workers,
+            persistent_workers=c.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
