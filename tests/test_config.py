@@ -1,0 +1,31 @@
+import pytest
+
+from experiments.config import load_config, to_yaml
+
+
+def test_overrides_reach_the_typed_config():
+    config = load_config(overrides=["model.mogle.gate=scalar", "trainer.max_steps=7", "model.lora.rank=8"])
+    assert config.model.mogle.gate == "scalar" and config.trainer.max_steps == 7 and config.model.lora.rank == 8
+
+
+def test_an_unknown_key_is_an_error_listing_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown config key 'trainer.maxsteps'; valid keys: .*max_steps"):
+        load_config(overrides=["trainer.maxsteps=3"])
+
+
+def test_an_unknown_key_in_a_yaml_file_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  mogle:\n    gates: none\n")
+    with pytest.raises(ValueError, match=r"bad.yaml: unknown config key 'model.mogle.gates'"):
+        load_config(path)
+
+
+def test_a_bad_value_is_an_error_naming_the_key():
+    with pytest.raises(ValueError, match=r"'model.mogle.gate'.*topk"):
+        load_config(overrides=["model.mogle.gate=topk"])
+
+
+def test_the_resolved_config_round_trips_through_yaml(tmp_path):
+    config = load_config(overrides=["model.condition.cond_timestep=shared", "seed=3"])
+    (tmp_path / "c.yaml").write_text(to_yaml(config))
+    assert load_config(tmp_path / "c.yaml") == config

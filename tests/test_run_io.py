@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from experiments.build import build_module
+from experiments.config import load_config
+from experiments.run_io import export_run, load_run
+from experiments.sample import expert_scale
+from facemogle.backbone import save_flux
+from facemogle.mogle import MoGLEConfig
+from facemogle.sampling import SampleSettings, sample
+
+
+@pytest.fixture
+def flux_dir(backbone, tmp_path):
+    return save_flux(backbone, tmp_path / "flux")
+
+
+def test_an_exported_run_loads_and_reproduces_its_samples(flux_dir, tmp_path):
+    config = load_config(overrides=[f"backbone.path={flux_dir}", f"run_dir={tmp_path / 'run'}"])
+    module = build_module(config)
+    with torch.no_grad():
+        for p in module.trainable_parameters():
+            p.add_(torch.randn_like(p) * 0.05)  # as if trained
+    export_run(config.run_dir, config, module.denoiser)
+    run = load_run(config.run_dir)
+    masks = torch.randint(0, 19, (2, 64, 64), generator=torch.Generator().manual_seed(0))
+    settings = SampleSettings(steps=2)
+    a = sample(
+        module.backbone, module.denoiser, ["a face", "a face"], masks, height=64, width=64, settings=settings
+    )
+    b = sample(
+        run.backbone, run.denoiser, ["a face", "a face"], masks, height=64, width=64, settings=settings
+    )
+    torch.testing.assert_close(a.images, b.images)
+    assert run.config == config
+
+
+def test_loading_a_run_without_export_names_the_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="export/config.yaml is missing"):
+        load_run(tmp_path)
+
+
+def test_region_scale_maps_part_names_to_active_experts():
+    scale = expert_scale(MoGLEConfig(), ["hair=1.5", "global=0.5"])
+    assert scale[0] == 0.5 and scale[1 + 13] == 1.5 and scale.sum() == 18 + 2.0
+    local = expert_scale(MoGLEConfig(expert_set="local"), ["background=2"])
+    assert local.shape == (19,) and local[0] == 2
+    with pytest.raises(ValueError, match="no global expert"):
+        expert_scale(MoGLEConfig(expert_set="local"), ["global=2"])
+    with pytest.raises(ValueError, match="PART=SCALE"):
+        expert_scale(MoGLEConfig(), ["beard=2"])
