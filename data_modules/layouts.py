@@ -244,7 +244,9 @@ def read_label_map(path: Path) -> np.ndarray:
                 )
             labels = np.asarray(im).astype(np.int64)
         check_labels(labels, source=str(path))
-    except IMAGE_ERRORS as e:
+    except (OSError, SyntaxError) as e:
+        raise DataFileError(path, f"unreadable mask ({e})") from e
+    except ValueError as e:  # bad labels or colours; the message names the file already
         raise DataFileError(path, str(e).removeprefix(f"{path}: ")) from e
     return labels.astype(np.uint8)
 
