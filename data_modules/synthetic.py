@@ -145,19 +145,22 @@ def draw_labels(size: int, a: Attributes, rng: np.random.Generator) -> tuple[np.
     angle = np.arctan2(v, u)
     wave = 1 + (0.05 * np.sin(14 * angle) if a.wavy else 0.0)
 
-    cloth = _ellipse(u, v, 0, 1.5, 1.15, 0.72) | (v > 1.3)
-    cv.paint((np.abs(u - shift / 2) < 0.2) & (v > 0.2), "neck")
-    neckline = _ellipse(u, v, shift / 2, 0.8, 0.26, 0.17)
-    cv.paint(cloth & ~neckline, "cloth")
-    if a.necklace:
-        ring = _ellipse_r2(u, v, shift / 2, 0.55, 0.21, 0.3)
-        cv.paint((np.abs(ring - 1) < 0.12) & (v > 0.62), "neck_l")
-    if a.hair_length in ("medium", "long"):
+    back = np.zeros_like(u, dtype=bool)
+    if a.hair_length in ("medium", "long"):  # behind the head and neck, strands over the shoulders
         bottom = 0.45 if a.hair_length == "medium" else 1.1
         back = (_ellipse_r2(u, v, 0, -0.08, fw + 0.14, 0.7) < wave) | (
             (np.abs(u) < fw + 0.13 * wave) & (v > -0.1)
         )
-        cv.paint(back & (v < bottom + 0.05 * np.sin(9 * u)), "hair")
+        back &= v < bottom + 0.05 * np.sin(9 * u)
+        cv.paint(back, "hair")
+    cloth = _ellipse(u, v, 0, 1.5, 1.15, 0.72) | (v > 1.3)
+    cv.paint((np.abs(u - shift / 2) < 0.2) & (v > 0.2), "neck")
+    neckline = _ellipse(u, v, shift / 2, 0.8, 0.26, 0.17)
+    cv.paint(cloth & ~neckline, "cloth")
+    cv.paint(back & (np.abs(u - shift / 2) > 0.27), "hair")
+    if a.necklace:
+        ring = _ellipse_r2(u, v, shift / 2, 0.55, 0.21, 0.3)
+        cv.paint((np.abs(ring - 1) < 0.12) & (v > 0.62), "neck_l")
     ear_y, ear_rx = 0.0, 0.075
     for side, part in ((-1, "r_ear"), (1, "l_ear")):
         turned_away = side * a.yaw < 0
