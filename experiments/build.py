@@ -39,4 +39,6 @@ def build_denoiser(backbone: FluxBackbone, cfg: ModelConfig, lora: bool = True) 
 
 def build_module(config: Config) -> FaceMoGLEModule:
     backbone = build_backbone(config.backbone)
-    return FaceMoGLEModule(backbone, build_denoiser(backbone, config.model), config.train, seed=config.seed)
+    return FaceMoGLEModule(
+        backbone, build_denoiser(backbone, config.model), config.train, config.data.resolution, config.seed
+    )

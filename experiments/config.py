@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from data_modules.datamodule import DataConfig
 from facemogle.flux_forward import ConditionSettings
 from facemogle.lit_module import TrainConfig
 from facemogle.lora import LoRASettings
@@ -70,6 +71,7 @@ class Config:
     run_dir: str = "runs/tiny"
     seed: int = 0
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("give --prompt, --mask / --masks, or both")
 
     run = load_run(args.run)
-    res = run.config.train.resolution
+    res = run.config.data.resolution
     defaults = vars(run.config.train.sample)
     chosen = {
         "steps": args.steps,

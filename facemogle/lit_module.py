@@ -13,6 +13,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+from prodigyopt import Prodigy
 
 from facemogle.backbone import FluxBackbone
 from facemogle.denoiser import Denoiser, flow_matching_loss
@@ -36,7 +37,6 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     timesteps: TimestepSampling = field(default_factory=TimestepSampling)
     sample: SampleSettings = field(default_factory=SampleSettings)
-    resolution: int = 64
 
 
 @dataclass
@@ -48,10 +48,16 @@ class Batch:
 
 class FaceMoGLEModule(L.LightningModule):
     def __init__(
-        self, backbone: FluxBackbone, denoiser: Denoiser, config: TrainConfig | None = None, seed: int = 0
+        self,
+        backbone: FluxBackbone,
+        denoiser: Denoiser,
+        config: TrainConfig | None = None,
+        resolution: int = 64,
+        seed: int = 0,
     ):
         super().__init__()
         self.seed = seed
+        self.resolution = resolution
         self.backbone = backbone
         self.denoiser = denoiser
         self.config = config or TrainConfig()
@@ -60,7 +66,7 @@ class FaceMoGLEModule(L.LightningModule):
         for module in (self.vae, self.text_encoders):
             module.requires_grad_(False).eval()
         f = backbone.vae_scale_factor
-        self.register_buffer("img_ids", image_ids(self.config.resolution // f, self.config.resolution // f), False)
+        self.register_buffer("img_ids", image_ids(resolution // f, resolution // f), persistent=False)
 
     # Checkpoints hold what trains (LoRA, MoGLE); the frozen backbone is rebuilt from its directory.
     strict_loading = False
@@ -101,7 +107,12 @@ class FaceMoGLEModule(L.LightningModule):
     def step_generator(self, batch_idx: int) -> torch.Generator:
         """Noise and timesteps are a function of (seed, rank, step, micro-batch), so a resumed run draws
         exactly what an uninterrupted one would, whatever RNG state the checkpoint held."""
-        key = (self.seed, self.global_rank, self.global_step, batch_idx % self.trainer.accumulate_grad_batches)
+        key = (
+            self.seed,
+            self.global_rank,
+            self.global_step,
+            batch_idx % self.trainer.accumulate_grad_batches,
+        )
         return torch.Generator().manual_seed(hash(key) & 0x7FFF_FFFF_FFFF_FFFF)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -141,8 +152,10 @@ class FaceMoGLEModule(L.LightningModule):
         self, prompts: list[str] | None, masks: torch.Tensor | None, seed: int, **settings
     ) -> SampleOutput:
         cfg = SampleSettings(**{**vars(self.config.sample), **settings})
-        res = self.config.resolution
-        return sample(self.backbone, self.denoiser, prompts, masks, height=res, width=res, settings=cfg, seed=seed)
+        res = self.resolution
+        return sample(
+            self.backbone, self.denoiser, prompts, masks, height=res, width=res, settings=cfg, seed=seed
+        )
 
 
 def gate_entropy(weights: torch.Tensor | None) -> torch.Tensor:
@@ -154,10 +167,6 @@ def gate_entropy(weights: torch.Tensor | None) -> torch.Tensor:
 
 
 def _prodigy(params, cfg: OptimConfig):
-    try:
-        from prodigyopt import Prodigy
-    except ImportError as err:
-        raise ValueError("optim.name=prodigy needs the prodigyopt package: pip install 'facemogle[prodigy]'") from err
     # The paper's settings: lr 1, bias correction, safeguard warm-up, weight decay 0.01.
     return Prodigy(
         params,

@@ -1,0 +1,18 @@
+"""Write the run's export (LoRA, MoGLE, config; see experiments/run_io.py) when training ends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+
+
+class ExportCallback(L.Callback):
+    def __init__(self, run_dir: str | Path, export: Callable[[L.LightningModule], Path]):
+        self.run_dir = Path(run_dir)
+        self.export = export
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.export(pl_module)

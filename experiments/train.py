@@ -1,0 +1,113 @@
+"""Train Face-MoGLE: `python -m experiments.train --config experiments/configs/tiny.yaml [--resume] [key=value ...]`.
+
+The run directory (`run_dir`) holds:
+    config.yaml               the resolved config
+    checkpoints/last.ckpt     Lightning checkpoint for exact resume (+ step-NNNNNN.ckpt every N steps)
+    export/                   LoRA + MoGLE + config for sampling (experiments/run_io.py)
+    logs/ or wandb/           the logger's files
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+
+from callbacks.export import ExportCallback
+from data_modules.datamodule import FaceDataModule
+from experiments.build import build_module
+from experiments.config import Config, load_config, to_yaml
+from experiments.run_io import export_run
+
+CHECKPOINTS = "checkpoints"
+
+
+def make_logger(config: Config):
+    run_dir, cfg = Path(config.run_dir), config.logger
+    if cfg.kind == "none":
+        return False
+    if cfg.kind == "csv":
+        return CSVLogger(run_dir, name="logs", version="")
+    offline = "WANDB_API_KEY" not in os.environ or os.environ.get("WANDB_MODE") == "offline"
+    return WandbLogger(
+        project=cfg.project,
+        name=cfg.name or run_dir.name,
+        save_dir=run_dir,
+        offline=offline,
+        config=asdict(config),
+    )
+
+
+def make_callbacks(config: Config) -> list[L.Callback]:
+    run_dir = Path(config.run_dir)
+    callbacks = [
+        ModelCheckpoint(
+            dirpath=run_dir / CHECKPOINTS,
+            filename="step-{step:06d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=config.trainer.checkpoint_every_n_steps,
+            save_top_k=-1,
+            save_last=True,
+        ),
+        ExportCallback(run_dir, lambda module: export_run(run_dir, config, module.denoiser)),
+    ]
+    if config.logger.kind != "none":
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    return callbacks
+
+
+def make_trainer(config: Config, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    t = config.trainer
+    return L.Trainer(
+        default_root_dir=config.run_dir,
+        max_steps=t.max_steps,
+        precision=t.precision,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=None if t.val_check_interval else 1,
+        logger=make_logger(config),
+        callbacks=make_callbacks(config) + list(extra_callbacks or []),
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+    )
+
+
+def last_checkpoint(config: Config) -> Path | None:
+    path = Path(config.run_dir) / CHECKPOINTS / "last.ckpt"
+    return path if path.is_file() else None
+
+
+def train(config: Config, resume: bool = False, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    L.seed_everything(config.seed, workers=True)
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(config))
+    module = build_module(config)
+    data = FaceDataModule(config.data, module.backbone)
+    trainer = make_trainer(config, extra_callbacks)
+    trainer.fit(module, datamodule=data, ckpt_path=last_checkpoint(config) if resume else None)
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m experiments.train", description=__doc__.split("\n")[0])
+    p.add_argument("--config", help="a YAML file mirroring experiments.config.Config")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.ckpt")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    args = p.parse_args(argv)
+    train(load_config(args.config, args.overrides), resume=args.resume)
+
+
+if __name__ == "__main__":
+    main()
