@@ -1,0 +1,192 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from data_modules.cache import CachedDataset, build_cache, fingerprint, read_meta
+from data_modules.datamodule import DataConfig, FaceDataModule
+from data_modules.dataset import Dropout, FaceDataset
+from data_modules.layouts import scan
+from data_modules.split import SplitConfig
+from data_modules.synthetic import write_synthetic
+from facemogle.backbone import tiny_flux
+from facemogle.encode import encode_images, encode_prompts
+from facemogle.face_parts import NUM_CONDITION_MAPS
+
+RES = 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny convolutions gain nothing from a second thread and lose ~20x when the cores are shared.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return tiny_flux()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_synthetic(tmp_path_factory.mktemp("faces"), n=8, size=RES, seed=0)
+
+
+@pytest.fixture(scope="module")
+def built(data, backbone, tmp_path_factory):
+    records = scan(data).records
+    folder = build_cache(
+        records, backbone, RES, tmp_path_factory.mktemp("cache"), shard_size=3, progress=False
+    )
+    return records, folder
+
+
+class Counter:
+    """Wraps a module method and counts calls."""
+
+    def __init__(self, monkeypatch, obj, name):
+        self.calls = 0
+        original = getattr(obj, name)
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(obj, name, counted)
+
+
+def _counters(monkeypatch, backbone):
+    return [
+        Counter(monkeypatch, backbone.vae, "encode"),
+        Counter(monkeypatch, backbone.text_encoder, "forward"),
+        Counter(monkeypatch, backbone.text_encoder_2, "forward"),
+    ]
+
+
+def test_training_from_the_cache_calls_no_encoder(data, backbone, tmp_path, monkeypatch):
+    config = DataConfig(
+        root=str(data),
+        resolution=RES,
+        split=SplitConfig("fraction"),
+        batch_size=2,
+        cache=True,
+        cache_dir=str(tmp_path),
+    )
+    dm = FaceDataModule(config, backbone)
+    dm.prepare_data()
+    counters = _counters(monkeypatch, backbone)
+    encode_images(backbone, torch.zeros(1, 3, RES, RES))
+    encode_prompts(backbone, ["probe"])
+    assert [c.calls for c in counters] == [1, 1, 1]  # the counters see real calls
+    dm.setup("fit")
+    head = torch.nn.Linear(backbone.token_dim, 1)
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.1)
+    steps = 0
+    for _ in range(2):
+        for batch in dm.train_dataloader():
+            tokens = torch.cat([batch["image_latents"][:, None], batch["cond_latents"]], 1)  # (b, 21, l, d)
+            loss = head(tokens).mean() + batch["text_sequence"].mean() * 0 + batch["text_pooled"].mean() * 0
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+    assert steps >= 4
+    assert [c.calls for c in counters] == [1, 1, 1]
+    b = next(iter(dm.train_dataloader()))
+    assert b["cond_latents"].shape[:2] == (2, NUM_CONDITION_MAPS) and b["labels"].shape == (2, RES, RES)
+    assert b["text_sequence"].shape == (2, backbone.max_sequence_length, 64) and b["text_pooled"].shape == (
+        2,
+        64,
+    )
+
+
+def test_cached_items_equal_re_encoding_with_the_posterior_mean(built, backbone):
+    records, folder = built
+    item = CachedDataset(folder, records)[4]
+    fresh = FaceDataset(records, RES)[4]
+    assert torch.allclose(item["image_latents"], encode_images(backbone, fresh["image"][None])[0], atol=1e-4)
+    assert torch.allclose(item["cond_latents"], encode_images(backbone, fresh["cond_maps"]), atol=1e-4)
+    text = encode_prompts(backbone, [records[4].captions[0]])
+    assert torch.allclose(item["text_sequence"], text.sequence[0], atol=1e-5)
+    assert torch.allclose(item["text_pooled"], text.pooled[0], atol=1e-5)
+    assert torch.equal(item["labels"], fresh["labels"]) and item["caption"] == records[4].captions[0]
+
+
+def test_cached_dropout_uses_the_empty_map_and_the_empty_prompt(built, backbone):
+    records, folder = built
+    common = load_file(folder / "common.safetensors")
+    item = CachedDataset(folder, records, train=True, dropout=Dropout(1.0, 1.0))[1]
+    assert torch.equal(
+        item["cond_latents"][1:], common["empty_latent"].expand(NUM_CONDITION_MAPS - 1, -1, -1)
+    )
+    assert not torch.equal(item["cond_latents"][0], common["empty_latent"])
+    empty = encode_prompts(backbone, [""])
+    assert torch.allclose(item["text_sequence"], empty.sequence[0], atol=1e-5) and item["caption"] == ""
+    blank = encode_images(backbone, torch.full((1, 3, RES, RES), -1.0))[0]
+    assert torch.allclose(common["empty_latent"], blank, atol=1e-5)
+    clean = CachedDataset(folder, records, train=False, dropout=Dropout(1.0, 1.0))[1]
+    assert clean["cond_keep"].all() and clean["caption"] == records[1].captions[0]
+
+
+def test_training_draws_among_all_cached_captions(built):
+    records, folder = built
+    torch.manual_seed(0)
+    dataset = CachedDataset(folder, records, train=True)
+    seen = {dataset[2]["caption"] for _ in range(60)}
+    assert seen == set(records[2].captions)
+
+
+def test_any_change_to_data_backbone_resolution_or_dtype_changes_the_fingerprint(data, backbone):
+    records = scan(data).records
+    base = fingerprint(records, backbone, RES)
+    assert fingerprint(records, backbone, RES) == base
+    assert fingerprint(records, backbone, 2 * RES) != base
+    assert fingerprint(records, backbone, RES, dtype="bfloat16") != base
+    assert fingerprint(records, tiny_flux(seed=1), RES) != base
+    other = tiny_flux()
+    other.max_sequence_length = 16
+    assert fingerprint(records, other, RES) != base
+    text = records[0].caption_file
+    stat = text.stat()
+    text.write_text(text.read_text().replace("e", "E", 1))
+    assert fingerprint(scan(data).records, backbone, RES) != base
+    text.write_text(text.read_text().replace("E", "e", 1))
+    os.utime(text, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert fingerprint(scan(data).records, backbone, RES) == base
+
+
+def test_an_interrupted_build_resumes_and_keeps_finished_shards(data, backbone, tmp_path, monkeypatch):
+    records = scan(data).records
+    folder = build_cache(records, backbone, RES, tmp_path, shard_size=3, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "common.safetensors",
+        "meta.json",
+        "shard_00000.safetensors",
+        "shard_00001.safetensors",
+        "shard_00002.safetensors",
+    ]
+    kept = (folder / "shard_00000.safetensors").stat().st_mtime_ns
+    before = load_file(folder / "shard_00001.safetensors")
+    (folder / "shard_00001.safetensors").unlink()
+    (folder / ".shard_00001.safetensors.tmp").write_bytes(b"half a shard")  # left by a killed run
+    with pytest.raises(ValueError, match="incomplete"):
+        read_meta(folder)
+    vae = Counter(monkeypatch, backbone.vae, "encode")
+    assert build_cache(records, backbone, RES, tmp_path, shard_size=3, progress=False) == folder
+    assert vae.calls == 2  # one shard of 3 items: images + the present condition maps
+    assert (folder / "shard_00000.safetensors").stat().st_mtime_ns == kept
+    after = load_file(folder / "shard_00001.safetensors")
+    assert all(torch.allclose(before[k].float(), after[k].float(), atol=1e-5) for k in before)
+
+
+def test_half_precision_storage(built, backbone, tmp_path):
+    records, _ = built
+    folder = build_cache(records[:2], backbone, RES, tmp_path, dtype="bfloat16", progress=False)
+    item = CachedDataset(folder, records[:2])[0]
+    assert item["image_latents"].dtype == torch.bfloat16 and item["cond_latents"].dtype == torch.bfloat16
