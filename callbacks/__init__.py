@@ -1,0 +1,21 @@
+"""Lightning callbacks: generation metrics, sample grids and gate maps during training."""
+
+from callbacks.generation_eval import (
+    MODES,
+    EvalSubset,
+    EvalSubsetSource,
+    GenerationEvalConfig,
+    GenerationEvaluator,
+    Generator,
+    log_images,
+)
+
+__all__ = [
+    "MODES",
+    "EvalSubset",
+    "EvalSubsetSource",
+    "GenerationEvalConfig",
+    "GenerationEvaluator",
+    "Generator",
+    "log_images",
+]

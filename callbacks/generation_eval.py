@@ -1,0 +1,224 @@
+"""Generation metrics during training: a Lightning callback that samples a fixed validation subset with
+fixed seeds and logs FID, KID, CMMD, CLIP score and mask consistency, plus sample grids and gate maps.
+
+What it needs (structural, no base class):
+    pl_module.generate(prompts: list[str] | None, masks: Tensor | None, seed: int) -> SampleOutput
+        item i of a call is sampled from noise seed + i (facemogle.sampling.sample does this), so
+        an item's sample does not depend on the batch or the rank it lands in;
+    the subset: passed to the callback, or trainer.datamodule.eval_subset() -> EvalSubset.
+
+DDP: each rank samples a contiguous share of the subset; metric states sync in compute(), so every
+rank gets the single-process value. Logged by every rank (same value), images by rank zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from PIL import Image
+
+from callbacks.visuals import gate_map, region_gate_weights, sample_grid
+from facemogle.metrics.suite import GenerationMetrics
+from facemogle.sampling import SampleOutput
+
+MODES = ("text", "mask", "text+mask")
+
+
+@runtime_checkable
+class Generator(Protocol):
+    def generate(self, prompts: list[str] | None, masks: torch.Tensor | None, seed: int) -> SampleOutput: ...
+
+
+@dataclass
+class EvalSubset:
+    images: torch.Tensor  # (n, 3, H, W) in [-1, 1]
+    labels: torch.Tensor  # (n, H, W) long
+    captions: list[str]  # the first caption of each face
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.labels.shape[0] != n or len(self.captions) != n:
+            raise ValueError(
+                f"eval subset: {n} images, {self.labels.shape[0]} label maps, {len(self.captions)} captions"
+            )
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@runtime_checkable
+class EvalSubsetSource(Protocol):
+    def eval_subset(self) -> EvalSubset: ...
+
+
+@dataclass
+class GenerationEvalConfig:
+    every_n_steps: int = 0  # 0: only at validation
+    on_validation: bool = True
+    modes: tuple[str, ...] = ("text+mask",)
+    batch_size: int = 8
+    seed: int = 0
+    num_grid: int = 4  # samples in the logged grid (0: none)
+    gate_maps: int = 2  # samples whose gate maps are logged (0: none)
+    prefix: str = "eval"
+
+    def __post_init__(self) -> None:
+        self.modes = tuple(self.modes)
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ValueError(f"eval.modes {list(self.modes)}: each must be one of {MODES}")
+        if self.every_n_steps < 0 or self.batch_size < 1:
+            raise ValueError(
+                f"eval.every_n_steps {self.every_n_steps} >= 0 and eval.batch_size {self.batch_size} >= 1"
+            )
+
+
+def share(n: int, rank: int, world_size: int) -> range:
+    """Contiguous slice of 0..n-1 for a rank; rank order is item order, as DDP gathers it."""
+    bounds = np.linspace(0, n, world_size + 1).round().astype(int)
+    return range(int(bounds[rank]), int(bounds[rank + 1]))
+
+
+@dataclass
+class ModeResult:
+    metrics: dict[str, float]
+    shown: SampleOutput | None = None  # the first batch of rank zero, for pictures
+    shown_range: range = field(default_factory=lambda: range(0))
+
+
+class GenerationEvaluator(L.Callback):
+    """metrics: a GenerationMetrics, or a function building one (called once, at setup)."""
+
+    def __init__(
+        self,
+        metrics: GenerationMetrics | Callable[[], GenerationMetrics],
+        config: GenerationEvalConfig | None = None,
+        subset: EvalSubset | None = None,
+    ):
+        self.config = config or GenerationEvalConfig()
+        self._metrics_or_factory = metrics
+        self.metrics: GenerationMetrics | None = metrics if isinstance(metrics, GenerationMetrics) else None
+        self.subset = subset
+        self.last: dict[str, dict[str, float]] = {}
+
+    # ------------------------------------------------------------------------------------------ hooks
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not isinstance(pl_module, Generator):
+            raise ValueError(
+                f"{type(pl_module).__name__} has no generate(prompts, masks, seed); GenerationEvaluator needs it"
+            )
+        if self.metrics is None:
+            self.metrics = self._metrics_or_factory()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        n = self.config.every_n_steps
+        if n and trainer.global_step % n == 0:
+            self.evaluate(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if self.config.on_validation and not trainer.sanity_checking:
+            self.evaluate(trainer, pl_module)
+
+    # ------------------------------------------------------------------------------------------- work
+
+    def _subset(self, trainer: L.Trainer) -> EvalSubset:
+        if self.subset is None:
+            source = getattr(trainer, "datamodule", None)
+            if not isinstance(source, EvalSubsetSource):
+                raise ValueError("GenerationEvaluator needs a subset, or a datamodule with eval_subset()")
+            self.subset = source.eval_subset()
+        return self.subset
+
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, dict[str, float]]:
+        subset = self._subset(trainer)
+        if len(subset) < max(2, trainer.world_size):
+            raise ValueError(f"eval subset of {len(subset)} faces: need at least 2 and one per rank")
+        mine = share(len(subset), trainer.global_rank, trainer.world_size)
+        metrics = self.metrics.to(pl_module.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.no_grad():
+                if metrics.num_real == 0:
+                    self._add_real(metrics, subset, mine, pl_module.device)
+                results = {
+                    mode: self._run_mode(metrics, pl_module, subset, mine, mode) for mode in self.config.modes
+                }
+        finally:
+            pl_module.train(was_training)
+        prefix = self.config.prefix
+        for mode, result in results.items():
+            values = {f"{prefix}/{mode}/{k}": v for k, v in result.metrics.items()}
+            pl_module.log_dict(values, sync_dist=False)
+            if trainer.is_global_zero and result.shown is not None:
+                self._log_pictures(trainer, subset, mode, result)
+        self.last = {mode: r.metrics for mode, r in results.items()}
+        return self.last
+
+    def _batches(self, indices: range) -> list[range]:
+        b = self.config.batch_size
+        return [indices[i : i + b] for i in range(0, len(indices), b)]
+
+    def _add_real(self, metrics: GenerationMetrics, subset: EvalSubset, mine: range, device) -> None:
+        for part in self._batches(mine):
+            metrics.update_real((subset.images[part.start : part.stop].to(device) + 1) / 2)
+
+    def _run_mode(self, metrics, pl_module, subset: EvalSubset, mine: range, mode: str) -> ModeResult:
+        metrics.reset()
+        result = ModeResult({})
+        for part in self._batches(mine):
+            captions = subset.captions[part.start : part.stop]
+            labels = subset.labels[part.start : part.stop].to(pl_module.device)
+            out = pl_module.generate(
+                captions if "text" in mode else None,
+                labels if "mask" in mode else None,
+                seed=self.config.seed + part.start,
+            )
+            metrics.update(out.images, captions, labels)
+            if result.shown is None:
+                result.shown, result.shown_range = out, part
+        result.metrics = metrics.compute()
+        return result
+
+    def _log_pictures(self, trainer: L.Trainer, subset: EvalSubset, mode: str, result: ModeResult) -> None:
+        part, out = result.shown_range, result.shown
+        k = min(self.config.num_grid, len(part))
+        key = f"{self.config.prefix}/{mode}"
+        if k:
+            grid = sample_grid(
+                subset.labels[part.start : part.start + k],
+                out.images[:k],
+                (subset.images[part.start : part.start + k] + 1) / 2,
+                subset.captions[part.start : part.start + k] if "text" in mode else None,
+            )
+            log_images(trainer, f"{key}/samples", [grid])
+        g = min(self.config.gate_maps, len(part))
+        if g and out.gate_weights:
+            regions = region_gate_weights(
+                [w[:g] for w in out.gate_weights], subset.labels[part.start : part.start + g]
+            )
+            log_images(trainer, f"{key}/gate_maps", [gate_map(regions[i], out.sigmas) for i in range(g)])
+
+
+def log_images(trainer: L.Trainer, key: str, images: list[np.ndarray]) -> None:
+    """(H, W, 3) uint8 images to every logger: W&B and TensorBoard natively, others as PNGs in their log_dir."""
+    step = trainer.global_step
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=images, step=step)
+        elif isinstance(logger, TensorBoardLogger):
+            for i, image in enumerate(images):
+                logger.experiment.add_image(f"{key}/{i}", image, step, dataformats="HWC")
+        else:
+            folder = Path(logger.log_dir or trainer.default_root_dir) / "images"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(images):
+                Image.fromarray(image).save(folder / f"{key.replace('/', '_')}_step{step:06d}_{i}.png")

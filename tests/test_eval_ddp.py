@@ -1,0 +1,60 @@
+"""Two CPU ranks (gloo) updating halves of the data give the single-process metric values."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from callbacks.generation_eval import share
+from facemogle.metrics import GenerationMetrics, MetricsConfig
+from tests.test_eval_metrics import PaletteParser, palette_images, random_labels, tiny_clip
+
+N, WORLD = 24, 2
+
+
+def data():
+    labels = random_labels(N, seed=3)
+    real = palette_images(labels)
+    g = torch.Generator().manual_seed(4)
+    generated = (real + 0.3 * torch.randn(real.shape, generator=g)).clamp(0, 1)  # (N, 3, 32, 32)
+    captions = [f"a face with {'black' if i % 2 else 'blond'} hair, number {i}" for i in range(N)]
+    return real, generated, labels, captions
+
+
+def run_metrics(indices: range) -> dict[str, float]:
+    real, generated, labels, captions = data()
+    clip = tiny_clip(seed=0)
+    metrics = GenerationMetrics(clip, clip=clip, parser=PaletteParser(), config=MetricsConfig(kid_subsets=10))
+    for start in range(indices.start, indices.stop, 5):
+        part = slice(start, min(start + 5, indices.stop))
+        metrics.update_real(real[part])
+        metrics.update(generated[part], captions[part], labels[part])
+    return metrics.compute()
+
+
+def _rank(rank: int, init_file: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        values = run_metrics(share(N, rank, WORLD))
+        torch.save(values, Path(out) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ddp_ranks_give_the_single_process_values(tmp_path):
+    mp.spawn(_rank, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    single = run_metrics(range(N))
+    assert 0 < single["mask_miou"] < 1 and single["fid"] > 0 and single["cmmd"] > 0
+    for rank in range(WORLD):
+        distributed = torch.load(tmp_path / f"rank{rank}.pt")
+        assert distributed.keys() == single.keys()
+        for key, want in single.items():
+            got = distributed[key]
+            assert (math.isnan(got) and math.isnan(want)) or abs(got - want) <= 1e-6 * max(1.0, abs(want)), (
+                key
+            )
