@@ -3,7 +3,7 @@
 The VAE and the text encoders never train, so their outputs are a pure function of (data, encoder
 weights, resolution, max_sequence_length). `build_cache` stores them under
 `cache_root / fingerprint[:24]`, where the fingerprint is a sha256 over
-  - the data: every file's path, size and mtime, every caption's text, the validation outcome;
+  - the data: every file's path, size and mtime, every caption's text, the problems found;
   - the encoders: VAE and both text encoders' state-dict tensors (full bytes for small tensors, a
     strided sample plus an exact float64 sum for large ones), the VAE scaling/shift, the tokenizers'
     vocabularies, max_sequence_length; the transformer does not enter (it never touches the cache);
@@ -130,13 +130,17 @@ def is_complete(folder: Path) -> bool:
 
 @torch.no_grad()
 def _encode_condition_maps(
-    backbone: FluxBackbone, cond_maps: torch.Tensor, empty: torch.Tensor
+    backbone: FluxBackbone, cond_maps: torch.Tensor, empty: torch.Tensor, chunk: int
 ) -> torch.Tensor:
-    """(b, 20, 3, H, W) -> (b, 20, l, d); maps that are entirely empty reuse the empty map's latent."""
+    """(b, 20, 3, H, W) -> (b, 20, l, d); maps that are entirely empty reuse the empty map's latent.
+
+    The present maps go through the VAE `chunk` at a time, to bound its activation memory."""
     present = cond_maps.flatten(2).amax(-1) > -1.0  # (b, 20)
     out = empty.to(torch.float32).expand(*present.shape, *empty.shape).clone()
-    if present.any():
-        out[present] = encode_images(backbone, cond_maps[present]).float()
+    maps = cond_maps[present]  # (n, 3, H, W)
+    encoded = [encode_images(backbone, maps[i : i + chunk]).float() for i in range(0, len(maps), chunk)]
+    if encoded:
+        out[present] = torch.cat(encoded).to(out.device)
     return out
 
 
@@ -156,7 +160,7 @@ def _encode_shard(
     images, conds, labels, seqs, pooled = [], [], [], [], []
     for i, batch in enumerate(loader):
         images.append(encode_images(backbone, batch["image"]).float())
-        conds.append(_encode_condition_maps(backbone, batch["cond_maps"], empty))
+        conds.append(_encode_condition_maps(backbone, batch["cond_maps"], empty, batch_size))
         labels.append(batch["labels"].to(torch.uint8))
         prompts = [c for r in records[i * batch_size : (i + 1) * batch_size] for c in r.captions]
         text = encode_prompts(backbone, prompts)

@@ -77,6 +77,7 @@ class FaceDataModule(L.LightningDataModule):
         self.split: Split | None = None
         self.cache_folder: Path | None = None
         self.datasets: dict[str, Dataset] = {}
+        self._cached: tuple[list[FaceRecord], Path] | None = None
 
     def _scan(self) -> Scan:
         return scan(self.config.root, self.config.layout, self.config.captions)
@@ -90,6 +91,11 @@ class FaceDataModule(L.LightningDataModule):
 
         The folder is named by the fingerprint of the scan (files, captions, scan problems), so a
         second run finds it without decoding every image again; the validation outcome is in its meta."""
+        if self._cached is None:
+            self._cached = self._find_or_build_cache()
+        return self._cached
+
+    def _find_or_build_cache(self) -> tuple[list[FaceRecord], Path]:
         c, scanned = self.config, self._scan()
         key = fingerprint(scanned.records, self.backbone, c.resolution, c.cache_dtype, scanned.problems)
         folder = cache_folder(c.cache_dir, key)
