@@ -278,9 +278,9 @@ def load_clip(path: str | Path) -> ClipEmbedder:
 class SmallClipConfig:
     image_size: int = 64
     patch_size: int = 8
-    hidden_size: int = 128
-    layers: int = 3
-    heads: int = 4
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 2
     projection_dim: int = 64
     max_text_length: int = 77
 
@@ -357,6 +357,28 @@ def load_inception(path: str | Path = DEFAULT_INCEPTION_PATH) -> InceptionFeatur
 
 
 FEATURE_EXTRACTORS = ("inception", "clip")
+SYNTHETIC_EVALUATORS = Path("checkpoints/evaluators/synthetic")  # `python -m experiments.train_evaluators`
+
+
+@dataclass
+class EvaluatorConfig:
+    """Where the evaluator models are. Defaults: the small ones trained on the synthetic set.
+    Real data: features="inception", clip_path a CLIP directory (e.g. openai/clip-vit-large-patch14),
+    parser_path a SegFormer face parser (with parser_label_order if its classes are in another order)."""
+
+    clip_path: str | None = str(SYNTHETIC_EVALUATORS / "clip")  # None: no CLIP score / CMMD
+    parser_path: str | None = str(SYNTHETIC_EVALUATORS / "parser")  # None: no mask consistency
+    parser_label_order: str | None = None  # None | "celebamask-hq" | "face-parsing.pytorch"
+    features: str = "clip"  # FID / KID features: "clip" (clip_path's image tower) | "inception"
+    inception_path: str = str(DEFAULT_INCEPTION_PATH)
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURE_EXTRACTORS:
+            raise ValueError(f"evaluators.features={self.features!r}: expected one of {FEATURE_EXTRACTORS}")
+        if self.parser_label_order is not None and self.parser_label_order not in LABEL_ORDERS:
+            raise ValueError(
+                f"evaluators.parser_label_order={self.parser_label_order!r}: expected one of {sorted(LABEL_ORDERS)}"
+            )
 
 
 def build_feature_extractor(

@@ -3,7 +3,13 @@
 from facemogle.metrics.cmmd import CMMD, gaussian_mmd2
 from facemogle.metrics.mask import MaskConsistency, per_image_iou
 from facemogle.metrics.quality import FeatureFID, FeatureKID, PrecomputedFeatures
-from facemogle.metrics.suite import PAPER_METRICS, GenerationMetrics, MetricsConfig, RealFeatures
+from facemogle.metrics.suite import (
+    PAPER_METRICS,
+    GenerationMetrics,
+    MetricsConfig,
+    RealFeatures,
+    build_generation_metrics,
+)
 
 __all__ = [
     "CMMD",
@@ -15,6 +21,7 @@ __all__ = [
     "MetricsConfig",
     "PrecomputedFeatures",
     "RealFeatures",
+    "build_generation_metrics",
     "gaussian_mmd2",
     "per_image_iou",
 ]

@@ -20,7 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.multimodal.clip_score import CLIPScore
 
-from facemogle.evaluators import ClipEmbedder, FaceParser
+from facemogle.evaluators import (
+    ClipEmbedder,
+    EvaluatorConfig,
+    FaceParser,
+    build_feature_extractor,
+    load_clip,
+    load_face_parser,
+)
 from facemogle.face_parts import PARTS
 from facemogle.metrics.cmmd import CMMD
 from facemogle.metrics.mask import MaskConsistency
@@ -136,3 +143,18 @@ class GenerationMetrics(nn.Module):
         for metric in (self.fid, self.kid, self.cmmd, self.clip_score, self.mask):
             if metric is not None:
                 metric.reset()
+
+
+def build_generation_metrics(
+    evaluators: EvaluatorConfig | None = None, config: MetricsConfig | None = None
+) -> GenerationMetrics:
+    """Load the evaluator models named by `evaluators` and bundle them (on the CPU; move as needed)."""
+    evaluators = evaluators or EvaluatorConfig()
+    clip = load_clip(evaluators.clip_path) if evaluators.clip_path else None
+    parser = (
+        load_face_parser(evaluators.parser_path, evaluators.parser_label_order)
+        if evaluators.parser_path
+        else None
+    )
+    features = build_feature_extractor(evaluators.features, clip, evaluators.inception_path)
+    return GenerationMetrics(features, clip=clip, parser=parser, config=config)

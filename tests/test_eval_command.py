@@ -1,0 +1,78 @@
+"""`python -m experiments.evaluate` on a tiny exported run, small synthetic data and tiny evaluators."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from data_modules.synthetic import write_synthetic
+from experiments import evaluate
+from experiments.build import build_module
+from experiments.config import load_config
+from experiments.run_io import export_run
+from facemogle.backbone import save_flux
+from facemogle.evaluators import (
+    SmallParserConfig,
+    build_small_parser,
+    load_clip,
+    load_face_parser,
+    save_clip,
+    save_face_parser,
+)
+from tests.test_eval_metrics import tiny_clip
+
+
+@pytest.fixture
+def evaluator_dirs(tmp_path):
+    parser = build_small_parser(SmallParserConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1]))
+    save_face_parser(parser, tmp_path / "parser")
+    save_clip(tiny_clip(), tmp_path / "clip")
+    return tmp_path / "clip", tmp_path / "parser"
+
+
+def test_saved_evaluators_load_back_with_the_same_outputs(evaluator_dirs):
+    clip_dir, parser_dir = evaluator_dirs
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    clip, parser = load_clip(clip_dir), load_face_parser(parser_dir)
+    torch.testing.assert_close(clip(images), load_clip(clip_dir)(images))
+    assert parser.parse(images).shape == (2, 64, 64)
+    reordered = load_face_parser(parser_dir, "face-parsing.pytorch")
+    assert not torch.equal(reordered(images), parser(images))
+
+
+def test_evaluate_writes_json_and_table_and_reuses_real_features(backbone, evaluator_dirs, tmp_path):
+    data = write_synthetic(tmp_path / "faces", n=8, size=64, seed=0)
+    flux = save_flux(backbone, tmp_path / "flux")
+    overrides = [
+        f"backbone.path={flux}",
+        f"run_dir={tmp_path / 'run'}",
+        f"data.root={data}",
+        "data.split.protocol=fraction",
+        "data.split.test_fraction=0.5",
+    ]
+    config = load_config(overrides=overrides)
+    export_run(config.run_dir, config, build_module(config).denoiser)
+    clip_dir, parser_dir = evaluator_dirs
+    argv = [
+        *("--run", config.run_dir, "--split", "test", "--n", "3", "--modes", "mask,text+mask"),
+        *("--steps", "2", "--batch-size", "2", "--clip", str(clip_dir), "--parser", str(parser_dir)),
+        *("--cache-dir", str(tmp_path / "cache"), "--device", "cpu"),
+    ]
+    first = evaluate.main(argv)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    second = evaluate.main(argv)  # real features from the cache
+    report = json.loads((tmp_path / "run" / "eval" / "test.json").read_text())
+    for mode in ("mask", "text+mask"):
+        for key in ("fid", "kid", "cmmd", "clip_score", "mask_miou", "pixel_acc"):
+            assert report[mode][key] == pytest.approx(first[mode][key], nan_ok=True)
+            assert second[mode][key] == pytest.approx(first[mode][key], rel=1e-6, nan_ok=True)
+        assert report[mode]["n"] == 3 and 0 <= report[mode]["mask_miou"] <= 1
+    table = (tmp_path / "run" / "eval" / "test.md").read_text()
+    assert "| text+mask |" in table and "CMMD" in table and "Mask mIoU" in table
+
+
+def test_evaluate_rejects_unknown_modes(tmp_path):
+    with pytest.raises(ValueError, match="--modes"):
+        evaluate.main(["--run", str(tmp_path), "--modes", "text,sketch"])
