@@ -125,13 +125,11 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
     print(f"torch threads: {torch.get_num_threads()}")
-    header = (
-        f"| {'setting':<15} | res | batch | maps timed | re-encode 20 maps ms/step | cached ms/step | ratio |"
-    )
+    header = f"| {'setting':<15} | res | batch | maps timed | re-encode 20 maps ms/step | cached ms/step |    ratio |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name, res, batch, maps, encode_s, cached_s in rows:
         print(
             f"| {name:<15} | {res:>3} | {batch:>5} | {maps:>10} | {encode_s * 1e3:>25.1f} | {cached_s * 1e3:>13.2f} "
-            f"| {encode_s / cached_s:>5.0f}x |"
+            f"| {encode_s / cached_s:>7.0f}x |"
         )
