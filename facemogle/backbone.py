@@ -153,7 +153,7 @@ class TinyFluxConfig:
     vae_channels: tuple[int, ...] = (32, 32, 64)
     text_dim: int = 64
     text_layers: int = 2
-    vocab_size: int = 512
+    vocab_size: int = 2048
     max_sequence_length: int = 32
     guidance_embeds: bool = False
 

@@ -1,21 +1,25 @@
-"""Tokenizers for the tiny FLUX, trained offline with the `tokenizers` library.
+"""Tokenizers for the tiny FLUX, built offline and deterministically from a caption corpus.
 
-CLIP's tokenizer is a byte-level BPE (any string encodes) handed to `CLIPTokenizer`; T5's is a
-Unigram model with a Metaspace pre-tokenizer handed to `T5Tokenizer`,
-so both save and reload as the real ones do (transformers' fast tokenizers).
+CLIP's tokenizer is a byte-level BPE (any string encodes) handed to `CLIPTokenizer`; T5's is a Unigram
+model handed to `T5Tokenizer`, so both save and reload as the real ones do (transformers' fast
+tokenizers). The vocabularies are built here rather than with the `tokenizers` trainers, whose tie
+breaking follows Rust hash-map order and so differs from process to process: the frequent corpus words
+become whole tokens (most frequent first, ties alphabetical), everything else falls back to characters.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import string
+from collections import Counter
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import pre_tokenizers
 from transformers import CLIPTokenizer, T5Tokenizer
 
 CLIP_SPECIAL = {"bos": "<|startoftext|>", "eos": "<|endoftext|>"}
 T5_SPECIAL = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
+END = "</w>"  # CLIP's end-of-word suffix
 
 # The words of face descriptions in the MM-CelebA-HQ style: the default training corpus.
 FACE_WORDS = """
@@ -31,41 +35,53 @@ also seems appears expression happy neutral serious 5 o'clock shadow wears her h
 
 
 def _corpus(extra: Iterable[str] | None) -> list[str]:
-    # Every printable character also stands alone once, so it has an end-of-word token of its own.
-    lines = [" ".join(FACE_WORDS), " ".join(string.printable.split()), " ".join(string.printable.strip())]
-    lines += [f"{w}." for w in FACE_WORDS]
-    return lines + list(extra or [])
+    return [" ".join(FACE_WORDS), *(extra or [])]
 
 
-def build_clip_tokenizer(vocab_size: int = 512, corpus: Iterable[str] | None = None, max_length: int = 77):
-    """A BPE trained with CLIP's own normalisation and pre-tokenisation, handed to `CLIPTokenizer`."""
+def _ranked(words: Iterable[str]) -> list[str]:
+    counts = Counter(words)
+    return sorted(counts, key=lambda w: (-counts[w], w))
+
+
+def build_clip_tokenizer(vocab_size: int = 2048, corpus: Iterable[str] | None = None, max_length: int = 77):
+    """Byte-level BPE: 256 bytes (alone and word-final) plus merges spelling out the frequent words."""
     bos, eos = CLIP_SPECIAL["bos"], CLIP_SPECIAL["eos"]
-    probe = CLIPTokenizer(vocab={bos: 0, eos: 1}, merges=[])  # borrow CLIP's normaliser and pre-tokeniser
-    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>", continuing_subword_prefix="", unk_token=eos))
-    tok.normalizer = probe.backend_tokenizer.normalizer
-    tok.pre_tokenizer = probe.backend_tokenizer.pre_tokenizer
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[bos, eos],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-    )
-    tok.train_from_iterator(_corpus(corpus), trainer=trainer)
-    model = json.loads(tok.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-    return CLIPTokenizer(vocab=model["vocab"], merges=merges, model_max_length=max_length)
+    probe = CLIPTokenizer(vocab={bos: 0, eos: 1}, merges=[])  # CLIP's own normaliser and pre-tokeniser
+    norm, pre = probe.backend_tokenizer.normalizer, probe.backend_tokenizer.pre_tokenizer
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {bos: 0, eos: 1}
+    for token in alphabet + [c + END for c in alphabet]:
+        vocab[token] = len(vocab)
+    merges: list[tuple[str, str]] = []
+    words = [piece for line in _corpus(corpus) for piece, _ in pre.pre_tokenize_str(norm.normalize_str(line))]
+    for word in _ranked(words):
+        symbols = list(word[:-1]) + [word[-1] + END]
+        new = [symbols[0] + "".join(symbols[1 : k + 1]) for k in range(1, len(symbols))]
+        if len(vocab) + sum(t not in vocab for t in new) > vocab_size:
+            break
+        left = symbols[0]
+        for k, token in enumerate(new, start=1):
+            if token not in vocab:
+                vocab[token] = len(vocab)
+                merges.append((left, symbols[k]))
+            left = token
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
-def build_t5_tokenizer(vocab_size: int = 512, corpus: Iterable[str] | None = None, max_length: int = 512):
-    """A Unigram model (T5's kind) trained on the corpus, handed to `T5Tokenizer`."""
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[T5_SPECIAL["pad"], T5_SPECIAL["eos"], T5_SPECIAL["unk"]],
-        unk_token=T5_SPECIAL["unk"],
-        initial_alphabet=list(string.printable.strip()),
-    )
-    tok.train_from_iterator(_corpus(corpus), trainer=trainer)
-    vocab = [tuple(piece) for piece in json.loads(tok.to_str())["model"]["vocab"]]
+def build_t5_tokenizer(vocab_size: int = 2048, corpus: Iterable[str] | None = None, max_length: int = 512):
+    """Unigram: whole words scored by log frequency, printable characters as a low-scored fallback."""
+    pre = pre_tokenizers.Metaspace()
+    words = [piece for line in _corpus(corpus) for piece, _ in pre.pre_tokenize_str(line)]
+    counts = Counter(words)
+    total = sum(counts.values())
+    vocab = [(T5_SPECIAL["pad"], 0.0), (T5_SPECIAL["eos"], 0.0), (T5_SPECIAL["unk"], 0.0)]
+    chars = ["\u2581", *string.printable.strip()]
+    vocab += [(c, -20.0) for c in chars]
+    known = {c for c, _ in vocab}
+    for word in _ranked(words):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in known:
+            vocab.append((word, math.log(counts[word] / total)))
+            known.add(word)
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_length)

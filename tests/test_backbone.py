@@ -46,3 +46,22 @@ def test_an_incomplete_directory_names_what_is_missing(tmp_path):
     (tmp_path / "flux" / "vae" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(ValueError, match=r"missing: vae/\*\.safetensors, text_encoder_2/config.json"):
         load_flux(tmp_path / "flux")
+
+
+def test_tiny_tokenizers_are_identical_in_a_fresh_process():
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from facemogle.tiny_tokenizers import build_clip_tokenizer as c, build_t5_tokenizer as t;"
+        "print(json.dumps([c(corpus=['She is smiling.']).get_vocab(), t(corpus=['She is smiling.']).get_vocab()]))"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    from facemogle.tiny_tokenizers import build_clip_tokenizer, build_t5_tokenizer
+
+    here = [
+        build_clip_tokenizer(corpus=["She is smiling."]).get_vocab(),
+        build_t5_tokenizer(corpus=["She is smiling."]).get_vocab(),
+    ]
+    assert json.loads(other.strip().splitlines()[-1]) == here
