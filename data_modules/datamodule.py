@@ -28,6 +28,7 @@ from data_modules.cache import (
 )
 from data_modules.dataset import Dropout, FaceDataset
 from data_modules.layouts import LAYOUTS, FaceRecord, Scan, scan
+from data_modules.resumable import ResumableSampler, SeededItems
 from data_modules.split import Split, SplitConfig, split_keys
 from data_modules.validate import Report, validate
 from facemogle.backbone import FluxBackbone
@@ -161,21 +162,53 @@ class FaceDataModule(L.LightningDataModule):
             *(len(self.datasets[n]) for n in ("train", "val", "test")),
         )
 
+    @property
+    def _trainer(self):
+        return getattr(self, "trainer", None)
+
     def _loader(self, name: str) -> DataLoader:
+        """Evaluation loaders: fixed order, no dropout."""
         if not self.datasets:
             raise ValueError("call setup() before asking for a dataloader")
-        c, train = self.config, name == "train"
+        c = self.config
         return DataLoader(
             self.datasets[name],
-            batch_size=c.batch_size if train else (c.eval_batch_size or c.batch_size),
-            shuffle=train,
+            batch_size=c.eval_batch_size or c.batch_size,
+            shuffle=False,
             num_workers=c.num_workers,
             persistent_workers=c.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+        if not self.datasets:
+            raise ValueError("call setup() before asking for a dataloader")
+        c, dataset = self.config, self.datasets["train"]
+        trainer = self._trainer
+        sampler = ResumableSampler(
+            len(dataset),
+            c.batch_size,
+            seed=c.split.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+            consumed=self._consumed_batches,
+        )
+        return DataLoader(
+            SeededItems(dataset),
+            batch_size=c.batch_size,
+            sampler=sampler,
+            num_workers=c.num_workers,
+            persistent_workers=c.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def _consumed_batches(self) -> int:
+        """Batches of the current epoch this rank already trained on: non-zero when resuming mid-epoch.
+        (Lightning restores its batch progress before it creates the epoch's iterator.)"""
+        trainer = self._trainer
+        if trainer is None or not trainer.training:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

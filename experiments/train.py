@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,13 +27,18 @@ from experiments.run_io import export_run
 
 CHECKPOINTS = "checkpoints"
 
+# data_modules.resumable skips the batches a resumed epoch already trained on, which Lightning cannot see.
+warnings.filterwarnings(
+    "ignore", message="You're resuming from a checkpoint that ended before the epoch ended"
+)
+
 
 def make_logger(config: Config):
     run_dir, cfg = Path(config.run_dir), config.logger
     if cfg.kind == "none":
         return False
     if cfg.kind == "csv":
-        return CSVLogger(run_dir, name="logs", version="")
+        return CSVLogger(run_dir, name="logs")  # logs/version_N: a resumed run does not overwrite
     offline = "WANDB_API_KEY" not in os.environ or os.environ.get("WANDB_MODE") == "offline"
     return WandbLogger(
         project=cfg.project,

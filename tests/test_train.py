@@ -1,0 +1,73 @@
+import pytest
+import torch
+from lightning import Callback
+from safetensors.torch import load_file
+
+from data_modules.synthetic import write_synthetic
+from experiments.config import load_config
+from experiments.train import train
+from facemogle.backbone import save_flux
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    write_synthetic(root / "data", 24, 32, 0)
+    from facemogle.backbone import tiny_flux
+
+    save_flux(tiny_flux(seed=0), root / "flux")
+    return root
+
+
+def config(root, run, steps, *extra):
+    return load_config(
+        "experiments/configs/tiny.yaml",
+        [
+            f"run_dir={root / run}",
+            f"backbone.path={root / 'flux'}",
+            f"data.root={root / 'data'}",
+            f"data.cache_dir={root / 'cache'}",
+            "data.resolution=32",
+            "data.batch_size=4",
+            f"trainer.max_steps={steps}",
+            "trainer.checkpoint_every_n_steps=3",
+            "trainer.log_every_n_steps=1",
+            "trainer.progress_bar=false",
+            "logger.kind=csv",
+            *extra,
+        ],
+    )
+
+
+class KillAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise RuntimeError("killed")
+
+
+def test_a_killed_and_resumed_run_ends_like_an_uninterrupted_one(setup):
+    # 20 training items in batches of 4: 5 steps an epoch, so the kill at step 4 is mid-epoch.
+    full = train(config(setup, "full", 7))
+    with pytest.raises(RuntimeError, match="killed"):
+        train(config(setup, "killed", 7), extra_callbacks=[KillAt(4)])
+    resumed = train(config(setup, "killed", 7), resume=True)
+    assert resumed.global_step == full.global_step == 7
+    torch.testing.assert_close(resumed.callback_metrics["train/loss"], full.callback_metrics["train/loss"])
+    a, b = (load_file(setup / run / "export" / "mogle.safetensors") for run in ("full", "killed"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_a_run_writes_checkpoints_export_and_metrics(setup):
+    train(config(setup, "outputs", 3))
+    run = setup / "outputs"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (
+        run / "checkpoints" / "step-000003.ckpt"
+    ).is_file()
+    assert (run / "export" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert "train/loss" in (run / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert all("lora_" in k or k.startswith("denoiser.mogle.") for k in ckpt["state_dict"])
