@@ -3,7 +3,17 @@ PYTHON ?= python
 TORCH ?= torch==2.13.0
 EXTRAS ?= dev
 
-.PHONY: install test test-slow lint format benchmark
+# The embedded default (`make train`): each stage reuses its finished output.
+DATA ?= data/synthetic
+FACES ?= 1200
+BACKBONE ?= checkpoints/tiny-flux
+EVALUATORS ?= checkpoints/evaluators/synthetic
+CONFIG ?= experiments/configs/tiny.yaml
+RUN ?= runs/tiny
+ARGS ?=
+EVAL_N ?= 120
+
+.PHONY: install test test-slow lint format benchmark data backbone evaluators train
 
 install:
 	$(PYTHON) -m pip install "$(TORCH)"
@@ -25,3 +35,25 @@ format:
 
 benchmark:
 	$(PYTHON) -m experiments.benchmark experts
+	$(PYTHON) -m experiments.benchmark data
+
+data: $(DATA)/attributes.json
+backbone: $(BACKBONE)/model_index.json
+evaluators: $(EVALUATORS)/report.json
+train: $(RUN)/eval/test.json
+
+$(DATA)/attributes.json:
+	$(PYTHON) -m data_modules.synthetic --out $(DATA) --n $(FACES) --size 64 --seed 0
+
+$(BACKBONE)/model_index.json: $(DATA)/attributes.json
+	$(PYTHON) -m experiments.pretrain_backbone --data $(DATA) --out $(BACKBONE)
+
+$(EVALUATORS)/report.json: $(DATA)/attributes.json
+	$(PYTHON) -m experiments.train_evaluators --data $(DATA) --out $(EVALUATORS)
+
+$(RUN)/export/config.yaml: $(BACKBONE)/model_index.json $(DATA)/attributes.json
+	$(PYTHON) -m experiments.train --config $(CONFIG) run_dir=$(RUN) backbone.path=$(BACKBONE) data.root=$(DATA) $(ARGS)
+
+$(RUN)/eval/test.json: $(RUN)/export/config.yaml $(EVALUATORS)/report.json
+	$(PYTHON) -m experiments.evaluate --run $(RUN) --split test --n $(EVAL_N) --modes text,mask,text+mask \
+		--clip $(EVALUATORS)/clip --parser $(EVALUATORS)/parser

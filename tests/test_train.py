@@ -71,3 +71,30 @@ def test_a_run_writes_checkpoints_export_and_metrics(setup):
     assert "train/loss" in (run / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert all("lora_" in k or k.startswith("denoiser.mogle.") for k in ckpt["state_dict"])
+
+
+def test_the_paper_config_starts_on_a_flux_shaped_directory(setup):
+    """flux_mmcelebahq.yaml as written (bf16, Prodigy, gradient checkpointing, accumulation, caching),
+    pointed at a saved tiny FLUX and a small data set, builds, caches and takes its first steps."""
+    paper = load_config(
+        "experiments/configs/flux_mmcelebahq.yaml",
+        [
+            f"run_dir={setup / 'paper'}",
+            f"backbone.path={setup / 'flux'}",
+            f"data.root={setup / 'data'}",
+            f"data.cache_dir={setup / 'cache'}",
+            "data.split.protocol=fraction",
+            "data.resolution=32",
+            "data.num_workers=0",
+            "data.cache_device=null",
+            "trainer.max_steps=2",
+            "trainer.devices=1",
+            "trainer.progress_bar=false",
+            "logger.kind=none",
+        ],
+    )
+    assert paper.train.optim.name == "prodigy" and paper.backbone.gradient_checkpointing
+    trainer = train(paper)
+    assert trainer.global_step == 2
+    assert trainer.lightning_module.backbone.transformer.dtype == torch.bfloat16
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
