@@ -146,7 +146,8 @@ class GenerationEvaluator(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            with torch.no_grad():
+            # validation runs under inference mode; metric states must stay ordinary tensors
+            with torch.inference_mode(False), torch.no_grad():
                 if metrics.num_real == 0:
                     self._add_real(metrics, subset, mine, pl_module.device)
                 results = {

@@ -47,6 +47,12 @@ class PerfectGenerator(L.LightningModule):
     def training_step(self, batch, batch_idx):
         return self.layer(batch[0]).pow(2).mean()
 
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.layer(batch[0]).pow(2).mean())
+
+    def val_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(2, 2)), batch_size=2)
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
@@ -55,7 +61,7 @@ class PerfectGenerator(L.LightningModule):
         return torch.utils.data.DataLoader(data, batch_size=2)
 
 
-def test_callback_logs_perfect_metrics_grids_and_gate_maps_every_n_steps(tmp_path):
+def test_callback_logs_perfect_metrics_grids_and_gate_maps_every_n_steps_and_at_validation(tmp_path):
     subset = make_subset()
     clip = tiny_clip()
     metrics = GenerationMetrics(clip, clip=clip, parser=PaletteParser())
@@ -74,10 +80,10 @@ def test_callback_logs_perfect_metrics_grids_and_gate_maps_every_n_steps(tmp_pat
     )
     trainer.fit(module)
 
-    # steps 2 and 4, two modes, batches of 4 over 10 items (seeds 0, 4, 8)
+    # steps 2 and 4 and the validation at the epoch's end (step 4); two modes; batches of 4 over 10 items
     assert [c[2:] for c in module.calls[:3]] == [(0, 4), (4, 4), (8, 2)]
     assert {(c[0], c[1]) for c in module.calls} == {(False, True), (True, True)}
-    assert len(module.calls) == 2 * 2 * 3
+    assert len(module.calls) == 3 * 2 * 3
     logged = trainer.callback_metrics
     for mode in ("mask", "text+mask"):
         assert abs(float(logged[f"eval/{mode}/fid"])) < 1e-3
