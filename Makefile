@@ -51,8 +51,9 @@ $(BACKBONE)/model_index.json: $(DATA)/attributes.json
 $(EVALUATORS)/report.json: $(DATA)/attributes.json
 	$(PYTHON) -m experiments.train_evaluators --data $(DATA) --out $(EVALUATORS)
 
-$(RUN)/export/config.yaml: $(BACKBONE)/model_index.json $(DATA)/attributes.json
-	$(PYTHON) -m experiments.train --config $(CONFIG) run_dir=$(RUN) backbone.path=$(BACKBONE) data.root=$(DATA) $(ARGS)
+$(RUN)/export/config.yaml: $(BACKBONE)/model_index.json $(DATA)/attributes.json $(EVALUATORS)/report.json
+	$(PYTHON) -m experiments.train --config $(CONFIG) run_dir=$(RUN) backbone.path=$(BACKBONE) data.root=$(DATA) \
+		eval.evaluators.clip_path=$(EVALUATORS)/clip eval.evaluators.parser_path=$(EVALUATORS)/parser $(ARGS)
 
 $(RUN)/eval/test.json: $(RUN)/export/config.yaml $(EVALUATORS)/report.json
 	$(PYTHON) -m experiments.evaluate --run $(RUN) --split test --n $(EVAL_N) --modes text,mask,text+mask \

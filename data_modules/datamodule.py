@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from callbacks.generation_eval import EvalSubset
 from data_modules.cache import (
     DTYPES,
     CachedDataset,
@@ -54,6 +55,7 @@ class DataConfig:
     cache_device: str | None = None  # encode the cache there (e.g. "cuda"), then move the encoders back
     cache_batch_size: int = 8
     strict: bool = True  # False: skip bad items (logged) instead of raising
+    eval_subset_size: int = 32  # validation faces the generation metrics sample during training
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -200,6 +202,21 @@ class FaceDataModule(L.LightningDataModule):
             num_workers=c.num_workers,
             persistent_workers=c.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+        )
+
+    def eval_subset(self) -> EvalSubset:
+        """The first `eval_subset_size` validation faces (key order) with their first captions, from disk."""
+        if self.split is None:
+            raise ValueError("call setup() before asking for the evaluation subset")
+        by_key = {r.key: r for r in self._validate().records}
+        records = [by_key[k] for k in self.split.val[: self.config.eval_subset_size]]
+        if not records:
+            raise ValueError(f"{self.config.root}: the validation split is empty, nothing to evaluate on")
+        items = [FaceDataset(records, self.config.resolution)[i] for i in range(len(records))]
+        return EvalSubset(
+            images=torch.stack([it["image"] for it in items]),
+            labels=torch.stack([it["labels"] for it in items]),
+            captions=[it["caption"] for it in items],
         )
 
     def _consumed_batches(self) -> int:

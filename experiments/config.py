@@ -13,10 +13,13 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from callbacks.generation_eval import GenerationEvalConfig
 from data_modules.datamodule import DataConfig
+from facemogle.evaluators import EvaluatorConfig
 from facemogle.flux_forward import ConditionSettings
 from facemogle.lit_module import TrainConfig
 from facemogle.lora import LoRASettings
+from facemogle.metrics.suite import MetricsConfig
 from facemogle.mogle import MoGLEConfig
 
 
@@ -67,6 +70,17 @@ class LoggerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Generation metrics during training (callbacks.GenerationEvaluator) on data.eval_subset_size
+    validation faces; needs the evaluator models (`make evaluators` for the synthetic set)."""
+
+    enabled: bool = False
+    callback: GenerationEvalConfig = field(default_factory=GenerationEvalConfig)
+    evaluators: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+@dataclass
 class Config:
     run_dir: str = "runs/tiny"
     seed: int = 0
@@ -76,6 +90,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

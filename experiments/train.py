@@ -20,10 +20,12 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from callbacks.export import ExportCallback
+from callbacks.generation_eval import GenerationEvaluator
 from data_modules.datamodule import FaceDataModule
 from experiments.build import build_module
 from experiments.config import Config, load_config, to_yaml
 from experiments.run_io import export_run
+from facemogle.metrics.suite import build_generation_metrics
 
 CHECKPOINTS = "checkpoints"
 
@@ -64,6 +66,11 @@ def make_callbacks(config: Config) -> list[L.Callback]:
     ]
     if config.logger.kind != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if config.eval.enabled:
+        e = config.eval
+        callbacks.append(
+            GenerationEvaluator(lambda: build_generation_metrics(e.evaluators, e.metrics), e.callback)
+        )
     return callbacks
 
 

@@ -5,7 +5,9 @@ from experiments.config import load_config, to_yaml
 
 def test_overrides_reach_the_typed_config():
     config = load_config(overrides=["model.mogle.gate=scalar", "trainer.max_steps=7", "model.lora.rank=8"])
-    assert config.model.mogle.gate == "scalar" and config.trainer.max_steps == 7 and config.model.lora.rank == 8
+    assert (
+        config.model.mogle.gate == "scalar" and config.trainer.max_steps == 7 and config.model.lora.rank == 8
+    )
 
 
 def test_an_unknown_key_is_an_error_listing_the_valid_ones():

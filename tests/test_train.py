@@ -34,6 +34,7 @@ def config(root, run, steps, *extra):
             "trainer.log_every_n_steps=1",
             "trainer.progress_bar=false",
             "logger.kind=csv",
+            "eval.enabled=false",
             *extra,
         ],
     )
@@ -98,3 +99,43 @@ def test_the_paper_config_starts_on_a_flux_shaped_directory(setup):
     assert trainer.global_step == 2
     assert trainer.lightning_module.backbone.transformer.dtype == torch.bfloat16
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+@pytest.fixture(scope="module")
+def evaluators(setup):
+    """Untrained small evaluator models, saved like `make evaluators` saves the trained ones."""
+    from facemogle.evaluators import build_small_clip, build_small_parser, save_clip, save_face_parser
+    from facemogle.tiny_tokenizers import build_clip_tokenizer
+
+    save_face_parser(build_small_parser(), setup / "evaluators" / "parser")
+    save_clip(build_small_clip(build_clip_tokenizer()), setup / "evaluators" / "clip")
+    return setup / "evaluators"
+
+
+def test_an_offline_wandb_run_keeps_metrics_and_images_in_the_run_directory(setup, evaluators, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = config(
+        setup,
+        "wandb",
+        2,
+        "logger.kind=wandb",
+        "eval.enabled=true",
+        f"eval.evaluators.clip_path={evaluators / 'clip'}",
+        f"eval.evaluators.parser_path={evaluators / 'parser'}",
+        "eval.callback.every_n_steps=2",
+        "eval.callback.on_validation=false",
+        "eval.callback.modes=[text+mask]",
+        "eval.callback.num_grid=2",
+        "eval.metrics.kid_subset_size=4",
+        "data.eval_subset_size=4",
+        "data.split.val_fraction=0.2",
+        "train.sample.steps=2",
+    )
+    trainer = train(cfg)
+    assert "eval/text+mask/mask_miou" in trainer.callback_metrics
+    runs = list((setup / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("run-*.wandb"))  # the metric history
+    media = list((runs[0] / "files" / "media" / "images").rglob("*.png"))
+    assert media, "sample grid / gate maps were not logged"
