@@ -5,3 +5,10 @@ def test_experts_benchmark_prints_a_table_with_both_variants(capsys):
     main(["experts", "--batch", "1", "--tokens", "8", "--min-time", "0.01"])
     out = capsys.readouterr().out
     assert "| cpu | float32 | per-expert loop |" in out and "| cpu | float32 | batched (bmm) |" in out
+
+
+def test_step_benchmark_prints_all_four_variants(capsys):
+    main(["step", "--batch", "1", "--resolution", "32", "--steps", "1"])
+    out = capsys.readouterr().out
+    for variant in ("mogle (cached)", "mogle (re-encode)", "plain condition", "no condition"):
+        assert f"| {variant} |" in out
