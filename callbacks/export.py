@@ -9,8 +9,7 @@ import lightning as L
 
 
 class ExportCallback(L.Callback):
-    def __init__(self, run_dir: str | Path, export: Callable[[L.LightningModule], Path]):
-        self.run_dir = Path(run_dir)
+    def __init__(self, export: Callable[[L.LightningModule], Path]):
         self.export = export
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

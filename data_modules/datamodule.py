@@ -212,7 +212,8 @@ class FaceDataModule(L.LightningDataModule):
         records = [by_key[k] for k in self.split.val[: self.config.eval_subset_size]]
         if not records:
             raise ValueError(f"{self.config.root}: the validation split is empty, nothing to evaluate on")
-        items = [FaceDataset(records, self.config.resolution)[i] for i in range(len(records))]
+        faces = FaceDataset(records, self.config.resolution)
+        items = [faces[i] for i in range(len(faces))]
         return EvalSubset(
             images=torch.stack([it["image"] for it in items]),
             labels=torch.stack([it["labels"] for it in items]),

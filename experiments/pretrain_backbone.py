@@ -31,7 +31,7 @@ from data_modules.dataset import FaceDataset
 from data_modules.layouts import scan
 from data_modules.split import SplitConfig, split_keys
 from facemogle.backbone import TinyFluxConfig, save_flux, tiny_flux
-from facemogle.encode import TextEmbeddings, encode_images, encode_prompts
+from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, text_ids
 from facemogle.flow import TimestepSampling, add_noise, velocity_target
 from facemogle.flux_forward import flux_forward
 from facemogle.packing import image_ids
@@ -91,7 +91,7 @@ class FluxPretrain(L.LightningModule):
             pooled_projections=batch["text_pooled"],
             timestep=t,
             img_ids=self.img_ids,
-            txt_ids=seq.new_zeros(seq.shape[1], 3),
+            txt_ids=text_ids(seq),
         )
         loss = torch.nn.functional.mse_loss(velocity, velocity_target(x0, noise))
         self.log("flux/loss", loss, prog_bar=True)
@@ -131,7 +131,8 @@ def pretrain(args: argparse.Namespace) -> dict:
     records = [by_key[k] for k in train_keys]
     captions = [list(r.captions) for r in records]
     backbone = tiny_flux(TinyFluxConfig(), seed=args.seed, corpus=[c for cs in captions for c in cs])
-    images = torch.stack([FaceDataset(records, args.resolution)[i]["image"] for i in range(len(records))])
+    faces = FaceDataset(records, args.resolution)
+    images = torch.stack([faces[i]["image"] for i in range(len(faces))])
     work = Path(args.out).with_name(Path(args.out).name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     report = {"train_images": len(records)}

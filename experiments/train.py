@@ -62,7 +62,7 @@ def make_callbacks(config: Config) -> list[L.Callback]:
             save_top_k=-1,
             save_last=True,
         ),
-        ExportCallback(run_dir, lambda module: export_run(run_dir, config, module.denoiser)),
+        ExportCallback(lambda module: export_run(run_dir, config, module.denoiser)),
     ]
     if config.logger.kind != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))

@@ -12,7 +12,7 @@ import torch
 from diffusers import FluxTransformer2DModel
 from torch import nn
 
-from facemogle.encode import TextEmbeddings
+from facemogle.encode import TextEmbeddings, text_ids
 from facemogle.flow import add_noise, velocity_target
 from facemogle.flux_forward import ConditionSettings, flux_forward, install_processors
 from facemogle.mogle import MoGLE
@@ -67,7 +67,7 @@ class Denoiser(nn.Module):
             pooled_projections=text.pooled.to(noisy.dtype),
             timestep=t,
             img_ids=img_ids,
-            txt_ids=seq.new_zeros(seq.shape[1], 3),
+            txt_ids=text_ids(seq),
             guidance=guidance,
             cond_tokens=cond_tokens,
             cond_ids=cond_ids,

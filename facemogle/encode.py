@@ -23,13 +23,6 @@ class TextEmbeddings:
     def __len__(self) -> int:
         return self.sequence.shape[0]
 
-    def select(self, index: torch.Tensor | slice) -> TextEmbeddings:
-        return TextEmbeddings(self.sequence[index], self.pooled[index])
-
-    @staticmethod
-    def cat(items: list[TextEmbeddings]) -> TextEmbeddings:
-        return TextEmbeddings(torch.cat([i.sequence for i in items]), torch.cat([i.pooled for i in items]))
-
 
 @torch.no_grad()
 def encode_prompts(backbone: FluxBackbone, prompts: list[str]) -> TextEmbeddings:
@@ -54,10 +47,9 @@ def encode_prompts(backbone: FluxBackbone, prompts: list[str]) -> TextEmbeddings
     return TextEmbeddings(sequence, pooled)
 
 
-def text_ids(embeddings: TextEmbeddings) -> torch.Tensor:
-    """FLUX gives text tokens all-zero position ids: (s, 3)."""
-    seq = embeddings.sequence
-    return torch.zeros(seq.shape[1], 3, device=seq.device, dtype=seq.dtype)
+def text_ids(sequence: torch.Tensor) -> torch.Tensor:
+    """FLUX gives text tokens all-zero position ids: (s, 3) for a (b, s, D) text sequence."""
+    return sequence.new_zeros(sequence.shape[1], 3)
 
 
 @torch.no_grad()

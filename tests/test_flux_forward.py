@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from facemogle.flux_forward import ConditionSettings, double_block, flux_forward, install_processors
+from facemogle.flux_forward import (
+    ConditionSettings,
+    double_block,
+    flux_forward,
+    install_processors,
+    self_attention_mask,
+)
 from facemogle.lora import LoRASettings, add_lora
 
 
@@ -61,10 +67,7 @@ def double_block_cond(tr, inputs, settings, img_scale=1.0, t=None):
     zero = tr.time_text_embed(torch.zeros_like(t), inputs["pooled_projections"])
     cond_temb = temb if settings.cond_timestep == "shared" else zero
     ids = torch.cat([inputs["txt_ids"], inputs["img_ids"], inputs["img_ids"]])
-    mask = None
-    if settings.cond_attention == "self":
-        mask = torch.ones(160, 160, dtype=torch.bool)
-        mask[96:, :96] = False
+    mask = self_attention_mask(96, 64, img.device) if settings.cond_attention == "self" else None
     with torch.no_grad():
         return double_block(block, img, txt, cond, temb, cond_temb, tr.pos_embed(ids), mask, False)[2]
 

@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from facemogle.backbone import FluxBackbone, TinyFluxConfig, tiny_flux
 from facemogle.denoiser import Denoiser
-from facemogle.encode import TextEmbeddings, encode_images, encode_prompts
+from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, text_ids
 from facemogle.face_parts import split_mask
 from facemogle.flow import add_noise, velocity_target
 from facemogle.flux_forward import ConditionSettings, flux_forward
@@ -95,7 +95,7 @@ def variants(backbone: FluxBackbone, denoiser: Denoiser, inputs: dict, ids: torc
             text.pooled,
             t,
             ids,
-            text.sequence.new_zeros(text.sequence.shape[1], 3),
+            text_ids(text.sequence),
             guidance=guidance,
             cond_tokens=cond[:, 0] if condition else None,
             cond_ids=ids if condition else None,
