@@ -108,13 +108,17 @@ def train_parser(train: FaceArrays, config: TrainConfig, log) -> FaceParser:
     for step in range(config.parser_steps):
         idx = torch.randint(n, (config.parser_batch,), generator=g)
         loss = F.cross_entropy(parser(_augment(train.images[idx], g)), train.labels[idx], weight=weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        _update(optimizer, scheduler, loss)
         if step % 50 == 0 or step == config.parser_steps - 1:
             log(f"parser step {step:4d} loss {loss.item():.4f}")
     return parser.eval()
+
+
+def _update(optimizer, scheduler, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
 
 
 def train_clip(train: FaceArrays, config: TrainConfig, log) -> ClipEmbedder:
@@ -136,10 +140,7 @@ def train_clip(train: FaceArrays, config: TrainConfig, log) -> ClipEmbedder:
         logits = clip.model.logit_scale.exp().clamp(max=100) * image @ text.T  # (b, b)
         target = torch.arange(len(idx))
         loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        _update(optimizer, scheduler, loss)
         if step % 50 == 0 or step == config.clip_steps - 1:
             log(f"clip step {step:4d} loss {loss.item():.4f}")
     clip.model.eval()
