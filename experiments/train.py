@@ -3,6 +3,7 @@
 The run directory (`run_dir`) holds:
     config.yaml               the resolved config
     checkpoints/last.ckpt     Lightning checkpoint for exact resume (+ step-NNNNNN.ckpt every N steps)
+    checkpoints/requeue.ckpt  written when SIGUSR1 stops the run for a requeue (callbacks/requeue.py)
     export/                   LoRA + MoGLE + config for sampling (experiments/run_io.py)
     logs/ or wandb/           the logger's files
 """
@@ -16,18 +17,22 @@ from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from callbacks.export import ExportCallback
 from callbacks.generation_eval import GenerationEvaluator
+from callbacks.requeue import RequeueOnSignal
 from data_modules.datamodule import FaceDataModule
 from experiments.build import build_module
 from experiments.config import Config, load_config, to_yaml
 from experiments.run_io import export_run
+from experiments.strategy import make_strategy
 from facemogle.metrics.suite import build_generation_metrics
 
 CHECKPOINTS = "checkpoints"
+REQUEUE_CHECKPOINT = "requeue.ckpt"
 
 # data_modules.resumable skips the batches a resumed epoch already trained on, which Lightning cannot see.
 warnings.filterwarnings(
@@ -63,6 +68,7 @@ def make_callbacks(config: Config) -> list[L.Callback]:
             save_last=True,
         ),
         ExportCallback(lambda module: export_run(run_dir, config, module.denoiser)),
+        RequeueOnSignal(run_dir / CHECKPOINTS / REQUEUE_CHECKPOINT),
     ]
     if config.logger.kind != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -85,7 +91,12 @@ def make_trainer(config: Config, extra_callbacks: list[L.Callback] | None = None
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=make_strategy(t),
+        # srun starts the processes; requeueing is RequeueOnSignal's (see callbacks/requeue.py)
+        plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
+        # data_modules.resumable splits the training order by rank itself; a DistributedSampler around it
+        # would split it again (and break mid-epoch resume)
+        use_distributed_sampler=False,
         log_every_n_steps=t.log_every_n_steps,
         val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=None if t.val_check_interval else 1,
@@ -97,8 +108,10 @@ def make_trainer(config: Config, extra_callbacks: list[L.Callback] | None = None
 
 
 def last_checkpoint(config: Config) -> Path | None:
-    path = Path(config.run_dir) / CHECKPOINTS / "last.ckpt"
-    return path if path.is_file() else None
+    """The newer of checkpoints/last.ckpt (periodic) and checkpoints/requeue.ckpt (a requeue signal)."""
+    folder = Path(config.run_dir) / CHECKPOINTS
+    found = [p for p in (folder / "last.ckpt", folder / REQUEUE_CHECKPOINT) if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
 
 
 def train(config: Config, resume: bool = False, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
@@ -116,7 +129,9 @@ def train(config: Config, resume: bool = False, extra_callbacks: list[L.Callback
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m experiments.train", description=__doc__.split("\n")[0])
     p.add_argument("--config", help="a YAML file mirroring experiments.config.Config")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.ckpt")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the newest checkpoint in RUN_DIR/checkpoints"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
     train(load_config(args.config, args.overrides), resume=args.resume)

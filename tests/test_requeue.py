@@ -1,0 +1,67 @@
+"""The requeue signal in one process: checkpoint at the next step, exit 75, resume like an uninterrupted run;
+and the DDP strategy choice."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from lightning import Callback
+from lightning.pytorch.strategies import DDPStrategy
+from safetensors.torch import load_file
+
+from callbacks.requeue import REQUEUE_EXIT_CODE
+from experiments.config import TrainerConfig
+from experiments.strategy import make_strategy, process_count
+from experiments.train import last_checkpoint, train
+from tests.test_train import config, setup  # noqa: F401 - the module's data and tiny FLUX
+
+
+class SignalAt(Callback):
+    """Sends this process SIGUSR1 at the start of step `step`, as `sbatch --signal=USR1@...` would."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def test_the_requeue_signal_checkpoints_at_the_next_step_and_the_resumed_run_ends_like_an_uninterrupted_one(
+    setup,  # noqa: F811
+):
+    full = train(config(setup, "uninterrupted", 7))
+    with pytest.raises(SystemExit) as stopped:
+        train(config(setup, "requeued", 7), extra_callbacks=[SignalAt(3)])
+    assert stopped.value.code == REQUEUE_EXIT_CODE
+    run = setup / "requeued"
+    requeue = run / "checkpoints" / "requeue.ckpt"
+    ckpt = torch.load(requeue, weights_only=False)
+    assert ckpt["global_step"] == 4  # the step running when the signal came, finished
+    assert all("lora_" in k or k.startswith("denoiser.mogle.") for k in ckpt["state_dict"])
+    assert not (run / "export").exists()  # a stopped run is not a finished one
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is gone with the run
+
+    cfg = config(setup, "requeued", 7)
+    assert last_checkpoint(cfg) == requeue  # newer than last.ckpt (step 3)
+    resumed = train(cfg, resume=True)
+    assert resumed.global_step == full.global_step == 7
+    torch.testing.assert_close(resumed.callback_metrics["train/loss"], full.callback_metrics["train/loss"])
+    a, b = (load_file(setup / r / "export" / "mogle.safetensors") for r in ("uninterrupted", "requeued"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_several_processes_train_with_ddp_and_a_static_graph():
+    assert isinstance(make_strategy(TrainerConfig(devices=2, strategy="auto")), DDPStrategy)
+    assert make_strategy(TrainerConfig(devices=2, strategy="auto"))._ddp_kwargs == {"static_graph": True}
+    assert isinstance(make_strategy(TrainerConfig(devices=1, num_nodes=2, strategy="ddp")), DDPStrategy)
+    assert make_strategy(TrainerConfig(devices=1, strategy="auto")) == "auto"
+    assert make_strategy(TrainerConfig(devices=2, strategy="ddp_spawn")) == "ddp_spawn"
+    assert process_count(TrainerConfig(devices=[0, 1], num_nodes=2)) == 4
+    assert process_count(TrainerConfig(devices="auto", accelerator="cpu")) == 1
+    with pytest.raises(ValueError, match="trainer.devices='many'"):
+        process_count(TrainerConfig(devices="many"))
