@@ -13,7 +13,7 @@ RUN ?= runs/tiny
 ARGS ?=
 EVAL_N ?= 120
 
-.PHONY: install test test-slow lint format benchmark data backbone evaluators train
+.PHONY: install test test-slow test-slurm lint format benchmark data backbone evaluators train
 
 install:
 	$(PYTHON) -m pip install "$(TORCH)"
@@ -24,6 +24,10 @@ test:
 
 test-slow:
 	$(PYTHON) -m pytest -q -m slow
+
+# A one-node SLURM cluster on loopback (installs slurm-wlm and munge with apt-get when root).
+test-slurm:
+	$(PYTHON) -m pytest -q -m slurm
 
 lint:
 	$(PYTHON) -m ruff check .
