@@ -5,7 +5,7 @@ EXTRAS ?= dev
 
 # The embedded default (`make train`): each stage reuses its finished output.
 DATA ?= data/synthetic
-FACES ?= 1200
+FACES ?= 3000
 BACKBONE ?= checkpoints/tiny-flux
 EVALUATORS ?= checkpoints/evaluators/synthetic
 CONFIG ?= experiments/configs/tiny.yaml

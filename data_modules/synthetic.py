@@ -10,7 +10,10 @@ centre at 0, the face ellipse about 0.42 x 0.55 half-canvases), placed on the ca
 scale, shift, roll and yaw, in painter's order: cloth, neck, back hair, ears, face, front hair,
 features, accessories. The image follows the labels with attribute colours (skin tone, hair colour,
 lipstick, ...), sphere-like shading, hair strands, eye details and noise, so parsing it is not a colour
-lookup. Both are drawn at twice the size; the image is box-downsampled, the labels subsampled.
+lookup. The image is drawn at twice the size and box-downsampled; the label map is drawn from the same
+geometry at the output pixels' centres, so labels and image pixels line up exactly. Parts are sized for
+64^2 (an eye is about 6 x 3 pixels there, a brow 2 pixels high): thinner ones could not be segmented or
+generated at that resolution, so no metric could tell a model that follows its mask from one that does not.
 "l_" parts are on the person's left (the image's right).
 """
 
@@ -91,7 +94,7 @@ def sample_attributes(rng: np.random.Generator) -> Attributes:
         necklace=bool(rng.random() < (0.2 if female else 0.02)),
         yaw=float(np.clip(rng.normal(0, 0.35), -0.8, 0.8)),
         roll=float(np.clip(rng.normal(0, 0.1), -0.3, 0.3)),
-        scale=float(rng.uniform(0.8, 1.05)),
+        scale=float(rng.uniform(0.9, 1.12)),
     )
 
 
@@ -128,17 +131,18 @@ class _Canvas:
         self.labels[where] = PART_INDEX[part]
 
 
-def _face_coords(size: int, a: Attributes, rng: np.random.Generator):
+def _face_coords(size: int, a: Attributes, offset: tuple[float, float]):
+    """Face coordinates (u, v) of the centres of a size x size pixel grid."""
     axis = (np.arange(size) + 0.5) / size * 2 - 1
     y, x = np.meshgrid(axis, axis, indexing="ij")
-    x, y = x - rng.normal(0, 0.04), y - rng.normal(0.02, 0.04)
+    x, y = x - offset[0], y - offset[1]
     c, s = np.cos(a.roll), np.sin(a.roll)
     return (c * x + s * y) / a.scale, (-s * x + c * y) / a.scale
 
 
-def draw_labels(size: int, a: Attributes, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-    """-> (size, size) uint8 label map and the geometry the renderer needs."""
-    u, v = _face_coords(size, a, rng)
+def draw_labels(size: int, a: Attributes, offset: tuple[float, float]) -> tuple[np.ndarray, dict]:
+    """-> (size, size) uint8 label map and the geometry the renderer needs; `offset` shifts the face."""
+    u, v = _face_coords(size, a, offset)
     cv = _Canvas(u, v, np.zeros((size, size), dtype=np.uint8))
     shift = 0.09 * a.yaw  # features move towards the turn
     fw = 0.42 * (1 - 0.08 * abs(a.yaw))  # face half-width
@@ -153,21 +157,21 @@ def draw_labels(size: int, a: Attributes, rng: np.random.Generator) -> tuple[np.
         )
         back &= v < bottom + 0.05 * np.sin(9 * u)
         cv.paint(back, "hair")
-    cloth = _ellipse(u, v, 0, 1.5, 1.15, 0.72) | (v > 1.3)
+    cloth = _ellipse(u, v, 0, 1.4, 1.15, 0.72) | (v > 1.2)
     cv.paint((np.abs(u - shift / 2) < 0.2) & (v > 0.2), "neck")
     neckline = _ellipse(u, v, shift / 2, 0.8, 0.26, 0.17)
     cv.paint(cloth & ~neckline, "cloth")
     cv.paint(back & (np.abs(u - shift / 2) > 0.27), "hair")
     if a.necklace:
         ring = _ellipse_r2(u, v, shift / 2, 0.55, 0.21, 0.3)
-        cv.paint((np.abs(ring - 1) < 0.12) & (v > 0.62), "neck_l")
+        cv.paint((np.abs(ring - 1) < 0.2) & (v > 0.62), "neck_l")
     ear_y, ear_rx = 0.0, 0.075
     for side, part in ((-1, "r_ear"), (1, "l_ear")):
         turned_away = side * a.yaw < 0
         rx = ear_rx * (1 - 0.6 * abs(a.yaw)) if turned_away else ear_rx
         cv.paint(_ellipse(u, v, side * (fw + 0.01) + shift / 3, ear_y, rx + 0.02, 0.13), part)
         if a.earrings:
-            cv.paint(_ellipse(u, v, side * (fw + 0.02) + shift / 3, ear_y + 0.16, 0.035, 0.045), "ear_r")
+            cv.paint(_ellipse(u, v, side * (fw + 0.02) + shift / 3, ear_y + 0.17, 0.05, 0.06), "ear_r")
     face_r2 = _ellipse_r2(u, v, shift / 3, 0.02, fw, np.where(v > 0, 0.58, 0.55))
     cv.paint(face_r2 < 1, "skin")
     if a.hair_length != "bald":
@@ -183,7 +187,7 @@ def draw_labels(size: int, a: Attributes, rng: np.random.Generator) -> tuple[np.
     for side, brow in ((-1, "r_brow"), (1, "l_brow")):
         near = 1 + 0.25 * side * a.yaw  # the eye on the side the face turns to looks wider
         ex = side * eye_dx * (1 - 0.15 * side * a.yaw) + shift
-        cv.paint(_ellipse(u, v, ex, -0.21, 0.11 * near, 0.025, side * 0.15), brow)
+        cv.paint(_ellipse(u, v, ex, -0.22, 0.11 * near, 0.036, side * 0.15), brow)
     if a.eyeglasses:
         lenses = [
             _ellipse(u, v, side * eye_dx * (1 - 0.15 * side * a.yaw) + shift, eye_y + 0.01, 0.13, 0.095)
@@ -196,7 +200,7 @@ def draw_labels(size: int, a: Attributes, rng: np.random.Generator) -> tuple[np.
         near = 1 + 0.25 * side * a.yaw
         ex = side * eye_dx * (1 - 0.15 * side * a.yaw) + shift
         eyes.append((ex, eye_y))
-        cv.paint(_ellipse(u, v, ex, eye_y, 0.075 * near, 0.032 if not a.smiling else 0.026), eye)
+        cv.paint(_ellipse(u, v, ex, eye_y, 0.085 * near, 0.046 if not a.smiling else 0.04), eye)
     nx = 1.6 * shift
     cv.paint(_polygon(u, v, [(nx, -0.06), (nx - 0.07, 0.17), (nx + 0.07, 0.17)]), "nose")
     cv.paint(_ellipse(u, v, nx, 0.16, 0.075, 0.035), "nose")
@@ -204,9 +208,9 @@ def draw_labels(size: int, a: Attributes, rng: np.random.Generator) -> tuple[np.
     width = 0.15 if a.smiling else 0.13
     curve = 0.06 * (u - mx) ** 2 / width**2 * (0.6 if a.smiling else 0.1)
     vv = v + curve  # smiles lift the corners
-    gap = 0.03 if a.mouth_open else 0.0
-    cv.paint(_ellipse(u, vv, mx, my - 0.012, width, 0.03) & (vv < my), "u_lip")
-    cv.paint(_ellipse(u, vv, mx, my + gap, width * 0.92, 0.038) & (vv >= my + gap * 0.5), "l_lip")
+    gap = 0.04 if a.mouth_open else 0.0
+    cv.paint(_ellipse(u, vv, mx, my - 0.014, width, 0.04) & (vv < my), "u_lip")
+    cv.paint(_ellipse(u, vv, mx, my + gap, width * 0.92, 0.048) & (vv >= my + gap * 0.5), "l_lip")
     if a.mouth_open:
         cv.paint(_ellipse(u, vv, mx, my + gap / 2, width * 0.85, gap * 0.75 + 0.005), "mouth")
     return cv.labels, {"u": u, "v": v, "face_r2": face_r2, "eyes": eyes, "mouth_y": my, "mouth_x": mx}
@@ -222,7 +226,7 @@ def render(labels: np.ndarray, geo: dict, a: Attributes, rng: np.random.Generato
     colors = {
         "background": jitter(rng.uniform(40, 220, 3), 0),
         "skin": skin,
-        "nose": skin * 0.96,
+        "nose": skin * 0.9,
         "eye_g": skin * 0.9 + 10,
         "l_eye": (236, 234, 228),
         "r_eye": (236, 234, 228),
@@ -262,7 +266,7 @@ def render(labels: np.ndarray, geo: dict, a: Attributes, rng: np.random.Generato
     iris = jitter(((70, 45, 25), (60, 100, 150), (70, 110, 60))[rng.integers(3)])
     eye_parts = np.isin(labels, (PART_INDEX["l_eye"], PART_INDEX["r_eye"]))
     for ex, ey in geo["eyes"]:
-        r2 = _ellipse_r2(u, v, ex + 0.02 * a.yaw, ey, 0.03, 0.03)
+        r2 = _ellipse_r2(u, v, ex + 0.02 * a.yaw, ey, 0.035, 0.035)
         image[eye_parts & (r2 < 1)] = iris
         image[eye_parts & (r2 < 0.3)] = (15, 12, 12)
     mouth = labels == PART_INDEX["mouth"]
@@ -286,9 +290,11 @@ class SyntheticFace:
 
 def draw_face(rng: np.random.Generator, size: int) -> SyntheticFace:
     a = sample_attributes(rng)
-    labels, geo = draw_labels(2 * size, a, rng)
-    image = render(labels, geo, a, rng).reshape(size, 2, size, 2, 3).mean((1, 3))
-    return SyntheticFace(np.round(image).astype(np.uint8), labels[::2, ::2].copy(), a, captions(a, rng))
+    offset = (rng.normal(0, 0.04), rng.normal(0.02, 0.04))
+    fine, geo = draw_labels(2 * size, a, offset)
+    image = render(fine, geo, a, rng).reshape(size, 2, size, 2, 3).mean((1, 3))
+    labels, _ = draw_labels(size, a, offset)
+    return SyntheticFace(np.round(image).astype(np.uint8), labels, a, captions(a, rng))
 
 
 def _phrases(a: Attributes) -> dict[str, list[str]]:

@@ -47,7 +47,7 @@ RETRIEVAL_GROUP = 100
 @dataclass
 class TrainConfig:
     size: int = 64
-    parser_steps: int = 600
+    parser_steps: int = 1000
     parser_batch: int = 32
     parser_lr: float = 3e-3
     clip_steps: int = 1000
@@ -123,7 +123,7 @@ def _update(optimizer, scheduler, loss: torch.Tensor) -> None:
 
 def train_clip(train: FaceArrays, config: TrainConfig, log) -> ClipEmbedder:
     corpus = [c for caps in train.captions for c in caps]
-    tokenizer = build_clip_tokenizer(vocab_size=512, corpus=corpus)
+    tokenizer = build_clip_tokenizer(corpus=corpus)  # every caption word is one token
     clip = build_small_clip(tokenizer, SmallClipConfig(image_size=config.size), seed=config.seed)
     clip.model.train()
     optimizer = torch.optim.AdamW(clip.model.parameters(), lr=config.clip_lr, weight_decay=0.05)

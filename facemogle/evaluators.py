@@ -163,17 +163,19 @@ def load_face_parser(path: str | Path, label_order: str | Sequence[str] | None =
 
 @dataclass
 class SmallParserConfig:
-    """A SegFormer for 64^2 faces. Stride 1 in the first stage, so the logits come at full resolution
-    (an eye is ~6 pixels there); that stage is narrow and attends to 8x-reduced keys to stay cheap."""
+    """A SegFormer for 64^2 faces. Stride 2 in the first stage, so the logits come at 32^2 and are
+    upsampled (an eye is ~6 x 3 pixels at 64^2). Twice as fast per step as stride 1 with stages of
+    16-128 channels (48 s against 101 s for 300 steps of batch 32 on 2 cores); on the synthetic test split
+    it reached mIoU 0.742 after 1000 steps."""
 
     image_size: int = 64
-    hidden_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
-    depths: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+    hidden_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 160])
+    depths: list[int] = field(default_factory=lambda: [1, 1, 2, 1])
     num_attention_heads: list[int] = field(default_factory=lambda: [1, 1, 2, 4])
-    sr_ratios: list[int] = field(default_factory=lambda: [8, 4, 2, 1])
-    strides: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
+    sr_ratios: list[int] = field(default_factory=lambda: [4, 2, 1, 1])
+    strides: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     patch_sizes: list[int] = field(default_factory=lambda: [3, 3, 3, 3])
-    decoder_hidden_size: int = 32
+    decoder_hidden_size: int = 64
 
 
 def build_small_parser(config: SmallParserConfig | None = None, seed: int = 0) -> FaceParser:
