@@ -139,3 +139,52 @@ def test_an_offline_wandb_run_keeps_metrics_and_images_in_the_run_directory(setu
     assert list(runs[0].glob("run-*.wandb"))  # the metric history
     media = list((runs[0] / "files" / "media" / "images").rglob("*.png"))
     assert media, "sample grid / gate maps were not logged"
+
+
+def test_the_sample_cli_reproduces_the_runs_own_samples_in_a_fresh_process(setup, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from data_modules.layouts import read_label_map
+
+    trainer = train(config(setup, "sampled", 3))
+    masks_dir = tmp_path / "masks"
+    masks_dir.mkdir()
+    for i in (0, 1):
+        shutil.copy(setup / "data" / "mask" / f"{i}.png", masks_dir / f"{i}.png")
+    masks = torch.stack(
+        [torch.from_numpy(read_label_map(masks_dir / f"{i}.png").astype(np.int64)) for i in (0, 1)]
+    )
+    prompt = "She has long black straight hair."
+    own = trainer.lightning_module.generate([prompt] * 2, masks, seed=0, steps=2).images
+    out = tmp_path / "out"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.sample",
+            "--run",
+            str(setup / "sampled"),
+            "--masks",
+            str(masks_dir),
+            "--prompt",
+            prompt,
+            "--seed",
+            "0",
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    for i in (0, 1):
+        cli = np.asarray(Image.open(out / f"{i}_seed{i}.png"), dtype=np.float32) / 255
+        expected = own[i].permute(1, 2, 0).numpy()
+        assert cli.shape == expected.shape
+        assert np.abs(cli - expected).max() <= 1 / 255 + 1e-6  # identical up to the PNG's 8-bit rounding
