@@ -1,0 +1,102 @@
+"""The ablation's variants: each is a few `model.mogle` overrides of an ordinary training config.
+
+All three MoGLE keys are set by every variant, so a user config that changes one of them cannot turn
+"full" into something else. The plain-condition baseline needs no model code of its own: one
+identity expert over the global colour map with no gate passes that map's packed VAE latent through
+unchanged, so the condition tokens are the colour mask alone (OminiControl's spatial condition) and
+only LoRA trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MOGLE_KEYS = ("model.mogle.gate", "model.mogle.experts", "model.mogle.expert_set")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    gate: str
+    experts: str
+    expert_set: str
+
+    @property
+    def overrides(self) -> list[str]:
+        return [
+            f"{k}={v}" for k, v in zip(MOGLE_KEYS, (self.gate, self.experts, self.expert_set), strict=True)
+        ]
+
+
+VARIANTS = {
+    v.name: v
+    for v in (
+        Variant("full", "global + local MLP experts, dynamic gate", "dynamic", "mlp", "all"),
+        Variant(
+            "scalar_gate",
+            "gate averaged over tokens: one weight per expert and image",
+            "scalar",
+            "mlp",
+            "all",
+        ),
+        Variant("static_gate", "learned fixed expert weights", "static", "mlp", "all"),
+        Variant("no_gate", "plain sum of the 20 MLP experts", "none", "mlp", "all"),
+        # A gate over a single expert always gives it weight 1, so it is left out.
+        Variant("global_only", "the global expert alone", "none", "mlp", "global"),
+        Variant("local_only", "the 19 local experts, dynamic gate", "dynamic", "mlp", "local"),
+        Variant(
+            "identity_experts",
+            "no experts: the gate mixes the 20 condition latents",
+            "dynamic",
+            "identity",
+            "all",
+        ),
+        Variant(
+            "identity_no_gate",
+            "no experts, no gate: the sum of the 20 condition latents",
+            "none",
+            "identity",
+            "all",
+        ),
+        Variant(
+            "plain",
+            "no MoGLE: the colour mask's latent as condition tokens (OminiControl)",
+            "none",
+            "identity",
+            "global",
+        ),
+    )
+}
+
+# Face-MoGLE paper (arXiv 2509.00428), Tables 3-5, MM-CelebA-HQ: FID, KID, Mask, Text. For reference only.
+PAPER_COLUMNS = ("FID", "KID", "Mask", "Text")
+PAPER = {
+    "full": (22.24, 10.87, 2.44, 26.32),
+    "scalar_gate": (43.48, 30.58, 4.74, 26.72),
+    "static_gate": (25.74, 13.12, 2.37, 26.53),
+    "no_gate": (26.55, 14.87, 3.20, 26.38),
+    "global_only": (30.36, 18.16, 2.47, 26.30),
+    "local_only": (33.62, 20.45, 4.87, 27.07),
+    "identity_experts": (31.30, 19.11, 2.60, 26.64),
+    "identity_no_gate": (33.25, 23.07, 2.49, 26.71),
+}
+PAPER_NAMES = {  # the paper's name for each variant
+    "full": "full (Tables 3-5)",
+    "scalar_gate": "scalar gate (Table 4)",
+    "static_gate": "static weights (Table 4)",
+    "no_gate": "experts only (Table 5)",
+    "global_only": "global only (Table 3)",
+    "local_only": "local only (Table 3)",
+    "identity_experts": "gate only (Table 5)",
+    "identity_no_gate": "neither experts nor gate (Table 5)",
+}
+
+
+def parse_variants(text: str) -> list[str]:
+    """'full,plain' -> ['full', 'plain'], in VARIANTS' order; an unknown name is an error naming it."""
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        raise ValueError(f"--variants {text!r}: unknown {unknown}; expected names from {list(VARIANTS)}")
+    return [v for v in VARIANTS if v in names]

@@ -1,0 +1,263 @@
+"""The expert and gate ablation: variants, the plain-condition baseline, the table, the whole pipeline in
+quick mode on the tiny backbone, and SLURM submission through a fake sbatch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import subprocess
+
+import pytest
+import torch
+from lightning import Callback
+from PIL import Image
+
+from data_modules.synthetic import write_synthetic
+from experiments import ablate_gating
+from experiments.ablation import table
+from experiments.ablation.study import StudySettings
+from experiments.ablation.variants import VARIANTS, parse_variants
+from experiments.config import load_config
+from experiments.train import train
+from facemogle.backbone import save_flux, tiny_flux
+from facemogle.denoiser import Denoiser
+from facemogle.evaluators import SmallParserConfig, build_small_parser, save_clip, save_face_parser
+from facemogle.flux_forward import flux_forward
+from facemogle.mogle import MoGLE, MoGLEConfig
+from tests.test_eval_metrics import tiny_clip
+
+
+def mogle_config(variant: str) -> MoGLEConfig:
+    v = VARIANTS[variant]
+    return MoGLEConfig(gate=v.gate, experts=v.experts, expert_set=v.expert_set)
+
+
+def test_plain_condition_passes_the_colour_map_latent_through_with_nothing_to_train(
+    backbone, flux_inputs, text
+):
+    mogle = MoGLE(mogle_config("plain"))
+    assert not list(mogle.parameters())
+    cond = torch.randn(2, 20, 64, 64, generator=torch.Generator().manual_seed(1))
+    noisy, t, ids = flux_inputs["hidden_states"], flux_inputs["timestep"], flux_inputs["img_ids"]
+    assert torch.equal(mogle(cond, noisy, t).tokens, cond[:, 0])
+    out = Denoiser(backbone.transformer, mogle)(noisy, t, text, ids, cond)
+    expected = flux_forward(
+        backbone.transformer,
+        noisy,
+        text.sequence,
+        text.pooled,
+        t,
+        ids,
+        flux_inputs["txt_ids"],
+        cond_tokens=cond[:, 0],
+        cond_ids=ids,
+    )
+    torch.testing.assert_close(out.velocity, expected)
+
+
+def test_every_variant_sets_all_three_mogle_keys_and_builds():
+    for name, variant in VARIANTS.items():
+        config = load_config("experiments/configs/tiny.yaml", variant.overrides)
+        assert config.model.mogle == mogle_config(name)
+        MoGLE(config.model.mogle)
+    assert len({(v.gate, v.experts, v.expert_set) for v in VARIANTS.values()}) == len(VARIANTS)
+
+
+def test_unknown_variants_and_overrides_of_variant_keys_are_errors_naming_them():
+    with pytest.raises(ValueError, match="'topk'"):
+        parse_variants("full,topk")
+    with pytest.raises(ValueError, match="model.mogle.gate is set by the study"):
+        StudySettings("experiments/configs/tiny.yaml", overrides=["model.mogle.gate=static"])
+
+
+def fake_run(settings: StudySettings, variant: str, seed: int, fid: float, minutes: float) -> None:
+    run = settings.run_dir(variant, seed)
+    (run / "eval").mkdir(parents=True)
+    metrics = {"fid": fid, "kid": 0.5, "clip_score": 30.0, "mask_miou": float("nan"), "pixel_acc": 0.8}
+    meta = {"n": settings.n, "sample": {"steps": 20}}
+    (run / "eval" / "test.json").write_text(json.dumps({"text+mask": metrics, "meta": meta}))
+    (run / "train.json").write_text(json.dumps({"steps": 10, "train_seconds": minutes * 60}))
+
+
+def test_the_table_gives_mean_and_std_over_the_finished_seeds(tmp_path):
+    settings = StudySettings(
+        "experiments/configs/tiny.yaml",
+        variants=["full", "scalar_gate", "plain"],
+        seeds=[0, 1],
+        n=8,
+        runs=str(tmp_path / "runs"),
+    )
+    fake_run(settings, "full", 0, fid=10.0, minutes=1.0)
+    fake_run(settings, "full", 1, fid=14.0, minutes=3.0)
+    fake_run(settings, "plain", 1, fid=20.0, minutes=0.5)
+    results = table.read_results(settings)
+    md = table.markdown(results, settings, "python -m experiments.ablate_gating")
+    ours, paper = md.split("## For reference")
+    rows = {line.split("|")[1].strip(): line for line in ours.splitlines() if line.startswith("| ")}
+    assert "| 2/2 | 12.00 ± 2.83 |" in rows["full"] and "| 2.0 ± 1.4 |" in rows["full"]
+    assert "| 1/2 | 20.00 |" in rows["plain"]
+    assert "| 0/2 | – |" in rows["scalar_gate"]
+    assert "| scalar_gate | scalar gate (Table 4) | 43.48 | 30.58 | 4.74 | 26.72 |" in paper
+    table.write_csv(results, tmp_path / "ablation.csv")
+    csv_rows = {r["variant"]: r for r in csv.DictReader((tmp_path / "ablation.csv").open())}
+    assert float(csv_rows["full"]["fid_mean"]) == 12.0 and csv_rows["plain"]["fid_std"] == ""
+    assert csv_rows["full"]["mask_miou_mean"] == ""  # no parser: no value rather than nan
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """Small synthetic faces, a saved tiny FLUX and untrained small evaluators."""
+    root = tmp_path_factory.mktemp("ablation")
+    write_synthetic(root / "data", 24, 32, 0)
+    save_flux(tiny_flux(seed=0), root / "flux")
+    save_face_parser(
+        build_small_parser(SmallParserConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1])),
+        root / "parser",
+    )
+    save_clip(tiny_clip(), root / "clip")
+    return root
+
+
+def study_args(root, *extra: str) -> list[str]:
+    return [
+        *("--config", "experiments/configs/tiny.yaml", "--quick"),
+        *(
+            "--runs",
+            str(root / "runs"),
+            "--out",
+            str(root / "out"),
+            "--eval-cache-dir",
+            str(root / "cache" / "eval"),
+        ),
+        *extra,
+        f"backbone.path={root / 'flux'}",
+        f"data.root={root / 'data'}",
+        f"data.cache_dir={root / 'cache' / 'latents'}",
+        "data.resolution=32",
+        "data.batch_size=4",
+        "data.split.test_fraction=0.25",
+        "trainer.checkpoint_every_n_steps=1",
+        "trainer.log_every_n_steps=1",
+        "trainer.progress_bar=false",
+        "logger.kind=csv",
+        f"eval.evaluators.clip_path={root / 'clip'}",
+        f"eval.evaluators.parser_path={root / 'parser'}",
+        "eval.metrics.kid_subset_size=2",
+    ]
+
+
+class KillAt(Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise RuntimeError("killed")
+
+
+def test_quick_study_trains_evaluates_and_tabulates_two_variants_resuming_and_skipping(assets):
+    args = study_args(assets, "--variants", "full,plain")
+    settings = ablate_gating.settings_from(ablate_gating.parse_args(args))
+    with pytest.raises(RuntimeError, match="killed"):  # an interrupted run of the full model
+        train(settings.run_config("full", 0), extra_callbacks=[KillAt(1)])
+
+    ablate_gating.main(args)
+
+    runs = {v: settings.run_dir(v, 0) for v in ("full", "plain")}
+    full_log = (runs["full"] / "logs" / "version_1" / "metrics.csv").read_text()
+    assert [r["step"] for r in csv.DictReader(full_log.splitlines()) if r.get("train/loss")] == ["1"]
+    plain_ckpt = torch.load(runs["plain"] / "checkpoints" / "last.ckpt", weights_only=False)
+    assert plain_ckpt["state_dict"] and all("lora_" in k for k in plain_ckpt["state_dict"])  # LoRA only
+    for run in runs.values():
+        assert json.loads((run / "train.json").read_text())["steps"] == 2
+
+    out = assets / "out"
+    rows = {r["variant"]: r for r in csv.DictReader((out / "ablation.csv").open())}
+    assert list(rows) == ["full", "plain"]
+    for row in rows.values():
+        assert row["seeds"] == "1"
+        for key in ("fid_mean", "kid_mean", "clip_score_mean", "pixel_acc_mean", "train_minutes_mean"):
+            assert float(row[key]) >= 0, key
+        assert 0 <= float(row["mask_miou_mean"]) <= 1
+    md = (out / "ablation.md").read_text()
+    assert "| full |" in md and "| plain |" in md and "--variants full,plain" in md
+    gate = Image.open(out / "gate_weights.png")
+    assert gate.width > 2 * 12 and gate.height > 12
+    gate_rows = list(csv.DictReader((out / "gate_weights.csv").open()))
+    assert {r["step"] for r in gate_rows} == {"0", "1"} and all(
+        0 <= float(r["own_expert"]) <= 1 for r in gate_rows
+    )
+
+    evaluated = {v: (run / "eval" / "test.json").stat().st_mtime_ns for v, run in runs.items()}
+    ablate_gating.main(args)  # everything finished: nothing is trained or evaluated again
+    assert {v: (run / "eval" / "test.json").stat().st_mtime_ns for v, run in runs.items()} == evaluated
+
+    with pytest.raises(ValueError, match=r"trained with another config \(differs in trainer.max_steps\)"):
+        ablate_gating.main([*args, "--steps", "3"])
+
+
+def test_the_gather_logs_a_wandb_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    settings = StudySettings(
+        "experiments/configs/tiny.yaml",
+        variants=["full"],
+        runs=str(tmp_path / "runs"),
+        out=str(tmp_path / "out"),
+    )
+    fake_run(settings, "full", 0, fid=10.0, minutes=1.0)
+    ablate_gating.log_to_wandb(settings, table.read_results(settings), None)
+    (run,) = (tmp_path / "out" / "wandb").glob("offline-run-*")
+    (stored,) = (run / "files" / "media" / "table" / "ablation").glob("table_*.table.json")
+    logged = json.loads(stored.read_text())
+    assert logged["columns"][:3] == ["variant", "seeds", "fid_mean"] and logged["data"][0][:3] == [
+        "full",
+        1,
+        10.0,
+    ]
+
+
+def test_slurm_submits_an_array_task_per_variant_and_seed_then_a_gather_job(tmp_path, monkeypatch):
+    bin_dir, calls = tmp_path / "bin", tmp_path / "sbatch_calls"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\necho "$((1000 + $(wc -l < {calls})));cluster"\n'
+    )
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "out"
+    args = [
+        *("--variants", "full,plain", "--seeds", "0,1", "--steps", "5", "--out", str(out)),
+        *("--runs", str(tmp_path / "runs"), "--slurm", "--sbatch-arg=--partition=cpu", "logger.kind=none"),
+    ]
+    ablate_gating.main(args)
+
+    array, gather = out / "slurm" / "ablate_array.sbatch", out / "slurm" / "ablate_gather.sbatch"
+    assert calls.read_text().splitlines() == [
+        f"--parsable --array=0-3 --partition=cpu {array.resolve()}",
+        f"--parsable --dependency=afterok:1001 --partition=cpu {gather.resolve()}",
+    ]
+    # Array task 3 runs the last (variant, seed) of the same study.
+    exec_line = next(line for line in array.read_text().splitlines() if line.startswith("exec "))
+    argv = shlex.split(exec_line)[4:]
+    assert argv[-2:] == ["--task", "$SLURM_ARRAY_TASK_ID"]
+    task = ablate_gating.parse_args([*argv[:-1], "3"])
+    settings = ablate_gating.settings_from(task)
+    assert task.task == 3 and settings.tasks()[3] == ("plain", 1) and settings.steps == 5
+    assert settings.overrides == ["logger.kind=none"]
+    # The gather job runs as written and, with no run finished yet, tabulates dashes.
+    subprocess.run(
+        ["bash", str(gather)], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert (
+        "| full | " in (out / "ablation.md").read_text()
+        and "| 0/2 | – |" in (out / "ablation.md").read_text()
+    )
+
+
+def test_sbatch_missing_from_path_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ValueError, match="no sbatch on PATH"):
+        ablate_gating.main(["--variants", "full", "--out", str(tmp_path / "out"), "--slurm"])
