@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,11 @@ def add_real(
     metrics.add_real(real)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"features": real.features.cpu(), "clip": _to(real.clip, "cpu")}, cache)
+        # Written under a temporary name and renamed: runs evaluated in parallel (the ablation's SLURM
+        # array) share the cache, and a reader must never see half a file.
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        torch.save({"features": real.features.cpu(), "clip": _to(real.clip, "cpu")}, tmp)
+        os.replace(tmp, cache)
 
 
 def _to(t: torch.Tensor | None, device) -> torch.Tensor | None:
