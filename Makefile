@@ -12,8 +12,13 @@ CONFIG ?= experiments/configs/tiny.yaml
 RUN ?= runs/tiny
 ARGS ?=
 EVAL_N ?= 120
+# The ablation study (`make ablate`): every variant x seed trained for ABLATE_STEPS steps.
+ABLATE_RUNS ?= runs/ablate
+ABLATE_OUT ?= results/ablation
+ABLATE_STEPS ?= 600
+ABLATE_SEEDS ?= 0,1
 
-.PHONY: install test test-slow test-slurm lint format benchmark data backbone evaluators train
+.PHONY: install test test-slow test-slurm lint format benchmark data backbone evaluators train ablate
 
 install:
 	$(PYTHON) -m pip install "$(TORCH)"
@@ -62,3 +67,9 @@ $(RUN)/export/config.yaml: $(BACKBONE)/model_index.json $(DATA)/attributes.json 
 $(RUN)/eval/test.json: $(RUN)/export/config.yaml $(EVALUATORS)/report.json
 	$(PYTHON) -m experiments.evaluate --run $(RUN) --split test --n $(EVAL_N) --modes text,mask,text+mask \
 		--clip $(EVALUATORS)/clip --parser $(EVALUATORS)/parser
+
+# Resumable: finished runs are skipped, an interrupted one continues from its last checkpoint.
+ablate: $(BACKBONE)/model_index.json $(DATA)/attributes.json $(EVALUATORS)/report.json
+	$(PYTHON) -m experiments.ablate_gating --config $(CONFIG) --steps $(ABLATE_STEPS) --seeds $(ABLATE_SEEDS) \
+		--n $(EVAL_N) --runs $(ABLATE_RUNS) --out $(ABLATE_OUT) backbone.path=$(BACKBONE) data.root=$(DATA) \
+		eval.evaluators.clip_path=$(EVALUATORS)/clip eval.evaluators.parser_path=$(EVALUATORS)/parser $(ARGS)

@@ -9,7 +9,7 @@ Variants (experiments/ablation/variants.py): full, scalar_gate, static_gate, no_
 local_only, identity_experts, identity_no_gate, plain. Runs go to RUNS/VARIANT/seedS (finished ones
 are skipped, interrupted ones resume); the table to OUT/ablation.md and OUT/ablation.csv, the full
 model's gate over sampling steps to OUT/gate_weights.png and .csv, and, with a wandb logger, to a
-W&B run named "ablation" in OUT.
+W&B run named "ablation" in RUNS/wandb. With --slurm, the sbatch scripts and logs go to RUNS/slurm.
 """
 
 from __future__ import annotations
@@ -102,9 +102,9 @@ def gather(settings: StudySettings) -> Path:
 
 
 def log_to_wandb(settings: StudySettings, results: list[table.VariantResult], picture) -> None:
-    """With the config's logger a wandb one: the table (and gate plot) as a W&B run in OUT."""
+    """With the config's logger a wandb one: the table (and gate plot) as a W&B run in RUNS/wandb."""
     config = load_config(settings.config, settings.overrides)
-    config = replace(config, run_dir=settings.out, logger=replace(config.logger, name="ablation"))
+    config = replace(config, run_dir=settings.runs, logger=replace(config.logger, name="ablation"))
     logger = make_logger(config)
     if not isinstance(logger, WandbLogger):
         return
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError("--sbatch-arg only goes with --slurm")
     tasks = settings.tasks()
     if args.slurm:
-        jobs = slurm.submit(settings.to_argv(), len(tasks), Path(settings.out), args.sbatch_arg)
+        jobs = slurm.submit(settings.to_argv(), len(tasks), Path(settings.runs), args.sbatch_arg)
         print(f"submitted array job {jobs.array_id} ({len(tasks)} tasks) and gather job {jobs.gather_id}")
         return
     if args.task is not None:

@@ -209,7 +209,7 @@ def test_the_gather_logs_a_wandb_table(tmp_path, monkeypatch):
     )
     fake_run(settings, "full", 0, fid=10.0, minutes=1.0)
     ablate_gating.log_to_wandb(settings, table.read_results(settings), None)
-    (run,) = (tmp_path / "out" / "wandb").glob("offline-run-*")
+    (run,) = (tmp_path / "runs" / "wandb").glob("offline-run-*")
     (stored,) = (run / "files" / "media" / "table" / "ablation").glob("table_*.table.json")
     logged = json.loads(stored.read_text())
     assert logged["columns"][:3] == ["variant", "seeds", "fid_mean"] and logged["data"][0][:3] == [
@@ -234,7 +234,8 @@ def test_slurm_submits_an_array_task_per_variant_and_seed_then_a_gather_job(tmp_
     ]
     ablate_gating.main(args)
 
-    array, gather = out / "slurm" / "ablate_array.sbatch", out / "slurm" / "ablate_gather.sbatch"
+    scripts = tmp_path / "runs" / "slurm"
+    array, gather = scripts / "ablate_array.sbatch", scripts / "ablate_gather.sbatch"
     assert calls.read_text().splitlines() == [
         f"--parsable --array=0-3 --partition=cpu {array.resolve()}",
         f"--parsable --dependency=afterok:1001 --partition=cpu {gather.resolve()}",

@@ -1,7 +1,7 @@
 """Run the ablation on a SLURM cluster: one job array (an array task per variant and seed, each
 resumable) and a gather job that writes the table once every task has succeeded.
 
-The two sbatch scripts are generated into OUT/slurm/ with the study's exact arguments; extra sbatch
+The two sbatch scripts are generated into RUNS/slurm/ (beside the runs, with their logs) with the study's exact arguments; extra sbatch
 options (partition, GPUs, time) are passed through on the sbatch command line, which takes precedence
 over the scripts' #SBATCH lines.
 """
@@ -40,8 +40,8 @@ def script(job_name: str, log: str, command: str) -> str:
     )
 
 
-def write_scripts(study_argv: list[str], out: Path) -> tuple[Path, Path]:
-    folder = (out / "slurm").resolve()
+def write_scripts(study_argv: list[str], runs: Path) -> tuple[Path, Path]:
+    folder = (runs / "slurm").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     base = shlex.join([sys.executable, "-m", ENTRY, *study_argv])
     array = folder / "ablate_array.sbatch"
@@ -59,8 +59,8 @@ def sbatch(args: list[str]) -> str:
     return done.stdout.strip().split(";")[0]
 
 
-def submit(study_argv: list[str], num_tasks: int, out: Path, sbatch_args: list[str]) -> SlurmJobs:
-    array, gather = write_scripts(study_argv, out)
+def submit(study_argv: list[str], num_tasks: int, runs: Path, sbatch_args: list[str]) -> SlurmJobs:
+    array, gather = write_scripts(study_argv, runs)
     array_id = sbatch([f"--array=0-{num_tasks - 1}", *sbatch_args, str(array)])
     gather_id = sbatch([f"--dependency=afterok:{array_id}", *sbatch_args, str(gather)])
     return SlurmJobs(array_id, gather_id, array, gather)

@@ -71,8 +71,9 @@ def markdown(results: list[VariantResult], settings: StudySettings, command: str
         "# Expert and gate ablation",
         "",
         f"Made by `{command}`: each variant an ordinary training run from `{settings.config}`, evaluated on "
-        f"the {SPLIT} split ({'all' if settings.n is None else settings.n} faces, {MODE}). "
-        f"Mean ± sample standard deviation over seeds {', '.join(map(str, settings.seeds))}.",
+        f"the {SPLIT} split ({'all' if settings.n is None else settings.n} faces, {MODE}), seeds "
+        f"{', '.join(map(str, settings.seeds))}: the mean, ± the sample standard deviation over seeds "
+        "where more than one has finished.",
         "",
         "| Variant | Description | Seeds | " + " | ".join(h for _, h, _ in METRICS) + " |",
         "|---|---|---:|" + "---:|" * len(METRICS),
