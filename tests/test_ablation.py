@@ -70,6 +70,11 @@ def test_unknown_variants_and_overrides_of_variant_keys_are_errors_naming_them()
         parse_variants("full,topk")
     with pytest.raises(ValueError, match="model.mogle.gate is set by the study"):
         StudySettings("experiments/configs/tiny.yaml", overrides=["model.mogle.gate=static"])
+    with pytest.raises(ValueError, match="trainer.max_steps is set by the study"):
+        StudySettings("experiments/configs/tiny.yaml", overrides=["trainer.max_steps=9"], steps=5)
+    StudySettings(
+        "experiments/configs/tiny.yaml", overrides=["trainer.max_steps=9"]
+    )  # the budget without --steps
 
 
 def fake_run(settings: StudySettings, variant: str, seed: int, fid: float, minutes: float) -> None:

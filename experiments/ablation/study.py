@@ -42,9 +42,12 @@ class StudySettings:
     eval_cache_dir: str = "cache/eval"
 
     def __post_init__(self) -> None:
+        reserved = {*MOGLE_KEYS, "run_dir", "seed", "logger.name", "eval.enabled"}
+        if self.steps is not None:
+            reserved.add("trainer.max_steps")
         for override in self.overrides:
             key = override.split("=", 1)[0]
-            if key in MOGLE_KEYS or key in ("run_dir", "seed"):
+            if key in reserved:
                 raise ValueError(
                     f"override {override!r}: {key} is set by the study for each variant and seed"
                 )
