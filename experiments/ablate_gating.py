@@ -9,7 +9,8 @@ Variants (experiments/ablation/variants.py): full, scalar_gate, static_gate, no_
 local_only, identity_experts, identity_no_gate, plain. Runs go to RUNS/VARIANT/seedS (finished ones
 are skipped, interrupted ones resume); the table to OUT/ablation.md and OUT/ablation.csv, the full
 model's gate over sampling steps to OUT/gate_weights.png and .csv, and, with a wandb logger, to a
-W&B run named "ablation" in RUNS/wandb. With --slurm, the sbatch scripts and logs go to RUNS/slurm.
+W&B run named "ablation" in RUNS/wandb. --slurm submits experiments/slurm/ablate.sbatch as a job array
+and a gather job after it (logs in RUNS/slurm); --task I runs the I-th (variant, seed) alone.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def settings_from(args: argparse.Namespace) -> StudySettings:
 
 
 def command(settings: StudySettings) -> str:
-    return shlex.join(["python", "-m", slurm.ENTRY, *settings.to_argv()])
+    return shlex.join(["python", "-m", "experiments.ablate_gating", *settings.to_argv()])
 
 
 def gather(settings: StudySettings) -> Path:
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError("--sbatch-arg only goes with --slurm")
     tasks = settings.tasks()
     if args.slurm:
-        jobs = slurm.submit(settings.to_argv(), len(tasks), Path(settings.runs), args.sbatch_arg)
+        jobs = slurm.submit_study(settings.to_argv(), len(tasks), settings.runs, args.sbatch_arg)
         print(f"submitted array job {jobs.array_id} ({len(tasks)} tasks) and gather job {jobs.gather_id}")
         return
     if args.task is not None:

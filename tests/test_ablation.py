@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shlex
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,10 +16,11 @@ from PIL import Image
 
 from data_modules.synthetic import write_synthetic
 from experiments import ablate_gating
-from experiments.ablation import table
+from experiments.ablation import slurm, table
 from experiments.ablation.study import StudySettings
 from experiments.ablation.variants import VARIANTS, parse_variants
 from experiments.config import load_config
+from experiments.slurm.submit import REPO
 from experiments.train import train
 from facemogle.backbone import save_flux, tiny_flux
 from facemogle.denoiser import Denoiser
@@ -225,42 +226,52 @@ def test_the_gather_logs_a_wandb_table(tmp_path, monkeypatch):
 
 
 def test_slurm_submits_an_array_task_per_variant_and_seed_then_a_gather_job(tmp_path, monkeypatch):
-    bin_dir, calls = tmp_path / "bin", tmp_path / "sbatch_calls"
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(
-        f'#!/bin/sh\necho "$@" >> {calls}\necho "$((1000 + $(wc -l < {calls})));cluster"\n'
+    calls.mkdir()
+    (bin_dir / "sbatch").write_text(  # records its arguments, one per line, and answers a job id
+        f'#!/bin/sh\nn=$(ls {calls} | wc -l)\nprintf "%s\\n" "$@" > {calls}/$n\necho "$((1001 + n));cluster"\n'
     )
     (bin_dir / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    out = tmp_path / "out"
+    runs, out = tmp_path / "runs", tmp_path / "out"
     args = [
-        *("--variants", "full,plain", "--seeds", "0,1", "--steps", "5", "--out", str(out)),
-        *("--runs", str(tmp_path / "runs"), "--slurm", "--sbatch-arg=--partition=cpu", "logger.kind=none"),
+        *(
+            "--variants",
+            "full,plain",
+            "--seeds",
+            "0,1",
+            "--steps",
+            "5",
+            "--runs",
+            str(runs),
+            "--out",
+            str(out),
+        ),
+        *("--slurm", "--sbatch-arg=--partition=cpu", "logger.kind=none"),
     ]
     ablate_gating.main(args)
 
-    scripts = tmp_path / "runs" / "slurm"
-    array, gather = scripts / "ablate_array.sbatch", scripts / "ablate_gather.sbatch"
-    assert calls.read_text().splitlines() == [
-        f"--parsable --array=0-3 --partition=cpu {array.resolve()}",
-        f"--parsable --dependency=afterok:1001 --partition=cpu {gather.resolve()}",
-    ]
-    # Array task 3 runs the last (variant, seed) of the same study.
-    exec_line = next(line for line in array.read_text().splitlines() if line.startswith("exec "))
-    argv = shlex.split(exec_line)[4:]
-    assert argv[-2:] == ["--task", "$SLURM_ARRAY_TASK_ID"]
-    task = ablate_gating.parse_args([*argv[:-1], "3"])
-    settings = ablate_gating.settings_from(task)
-    assert task.task == 3 and settings.tasks()[3] == ("plain", 1) and settings.steps == 5
-    assert settings.overrides == ["logger.kind=none"]
-    # The gather job runs as written and, with no run finished yet, tabulates dashes.
-    subprocess.run(
-        ["bash", str(gather)], check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    array, gather = ((calls / str(i)).read_text().splitlines() for i in (0, 1))
+    script = str(slurm.SCRIPT)
+    assert array[:2] == ["--parsable", f"--chdir={REPO}"]
+    assert array[2:5] == ["--array=0-3", f"--output={runs}/slurm/%A_%a.log", "--partition=cpu"]
+    assert gather[2:4] == ["--dependency=afterok:1001", "--kill-on-invalid-dep=yes"]
     assert (
-        "| full | " in (out / "ablation.md").read_text()
-        and "| 0/2 | – |" in (out / "ablation.md").read_text()
+        gather[-1] == "--gather" and gather[gather.index(script) + 1 : -1] == array[array.index(script) + 1 :]
     )
+    # Array task 3 (the script adds --task $SLURM_ARRAY_TASK_ID) runs the last (variant, seed) of the study.
+    task = ablate_gating.parse_args([*array[array.index(script) + 1 :], "--task", "3"])
+    settings = ablate_gating.settings_from(task)
+    assert settings.tasks()[task.task] == ("plain", 1) and settings.steps == 5
+    assert settings.overrides == ["logger.kind=none"]
+    # The gather job runs the script as submitted and, with no run finished yet, tabulates dashes.
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        ["bash", script, *gather[gather.index(script) + 1 :]], check=True, capture_output=True, env=env
+    )
+    md = (out / "ablation.md").read_text()
+    assert "| full | " in md and "| 0/2 | – |" in md
 
 
 def test_sbatch_missing_from_path_is_a_clear_error(tmp_path, monkeypatch):
