@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError("--sbatch-arg only goes with --slurm")
     tasks = settings.tasks()
     if args.slurm:
+        for variant, seed in tasks:  # a bad key or value fails here, not in the queue
+            settings.run_config(variant, seed)
         jobs = slurm.submit_study(settings.to_argv(), len(tasks), settings.runs, args.sbatch_arg)
         print(f"submitted array job {jobs.array_id} ({len(tasks)} tasks) and gather job {jobs.gather_id}")
         return

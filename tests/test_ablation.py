@@ -274,7 +274,9 @@ def test_slurm_submits_an_array_task_per_variant_and_seed_then_a_gather_job(tmp_
     assert "| full | " in md and "| 0/2 | – |" in md
 
 
-def test_sbatch_missing_from_path_is_a_clear_error(tmp_path, monkeypatch):
+def test_slurm_checks_the_configs_and_needs_sbatch_before_queueing_anything(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ValueError, match="unknown config key 'trainer.max_stepz'"):
+        ablate_gating.main(["--variants", "full", "--slurm", "trainer.max_stepz=3"])
     with pytest.raises(ValueError, match="no sbatch on PATH"):
         ablate_gating.main(["--variants", "full", "--out", str(tmp_path / "out"), "--slurm"])
