@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.ablation.study import MODE, SPLIT, TRAIN_RECORD, StudySettings, is_evaluated
-from experiments.ablation.variants import PAPER, PAPER_COLUMNS, PAPER_NAMES, VARIANTS
+from experiments.ablation.variants import PAPER, PAPER_COLUMNS, VARIANTS
 
 METRICS = (  # key, Markdown header, format
     ("fid", "FID ↓", "{:.2f}"),
@@ -98,8 +98,8 @@ def markdown(results: list[VariantResult], settings: StudySettings, command: str
     ]
     for name in settings.variants:
         if name in PAPER:
-            cells = " | ".join(f"{v:.2f}" for v in PAPER[name])
-            lines.append(f"| {name} | {PAPER_NAMES[name]} | {cells} |")
+            paper_name, values = PAPER[name]
+            lines.append(f"| {name} | {paper_name} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
     return "\n".join(lines) + "\n"
 
 

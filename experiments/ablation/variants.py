@@ -69,27 +69,18 @@ VARIANTS = {
     )
 }
 
-# Face-MoGLE paper (arXiv 2509.00428), Tables 3-5, MM-CelebA-HQ: FID, KID, Mask, Text. For reference only.
+# Face-MoGLE paper (arXiv 2509.00428), Tables 3-5, MM-CelebA-HQ, for reference only:
+# variant -> (the paper's name for it, (FID, KID, Mask, Text)).
 PAPER_COLUMNS = ("FID", "KID", "Mask", "Text")
 PAPER = {
-    "full": (22.24, 10.87, 2.44, 26.32),
-    "scalar_gate": (43.48, 30.58, 4.74, 26.72),
-    "static_gate": (25.74, 13.12, 2.37, 26.53),
-    "no_gate": (26.55, 14.87, 3.20, 26.38),
-    "global_only": (30.36, 18.16, 2.47, 26.30),
-    "local_only": (33.62, 20.45, 4.87, 27.07),
-    "identity_experts": (31.30, 19.11, 2.60, 26.64),
-    "identity_no_gate": (33.25, 23.07, 2.49, 26.71),
-}
-PAPER_NAMES = {  # the paper's name for each variant
-    "full": "full (Tables 3-5)",
-    "scalar_gate": "scalar gate (Table 4)",
-    "static_gate": "static weights (Table 4)",
-    "no_gate": "experts only (Table 5)",
-    "global_only": "global only (Table 3)",
-    "local_only": "local only (Table 3)",
-    "identity_experts": "gate only (Table 5)",
-    "identity_no_gate": "neither experts nor gate (Table 5)",
+    "full": ("full (Tables 3-5)", (22.24, 10.87, 2.44, 26.32)),
+    "scalar_gate": ("scalar gate (Table 4)", (43.48, 30.58, 4.74, 26.72)),
+    "static_gate": ("static weights (Table 4)", (25.74, 13.12, 2.37, 26.53)),
+    "no_gate": ("experts only (Table 5)", (26.55, 14.87, 3.20, 26.38)),
+    "global_only": ("global only (Table 3)", (30.36, 18.16, 2.47, 26.30)),
+    "local_only": ("local only (Table 3)", (33.62, 20.45, 4.87, 27.07)),
+    "identity_experts": ("gate only (Table 5)", (31.30, 19.11, 2.60, 26.64)),
+    "identity_no_gate": ("neither experts nor gate (Table 5)", (33.25, 23.07, 2.49, 26.71)),
 }
 
 
