@@ -34,8 +34,8 @@ from data_modules.dataset import FaceDataset
 from data_modules.layouts import scan
 from data_modules.split import SplitConfig, split_keys
 from facemogle.backbone import TinyFluxConfig, save_flux, tiny_flux
-from facemogle.face_parts import split_mask
 from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, text_ids
+from facemogle.face_parts import split_mask
 from facemogle.flow import TimestepSampling, add_noise, velocity_target
 from facemogle.flux_forward import flux_forward
 from facemogle.packing import image_ids
