@@ -1,7 +1,7 @@
 """`python -m tests.fsdp_worker CONFIG OUT [--resume] [--kill-at STEP]`, run by tests/test_train_fsdp.py with
 trainer.devices=2: Lightning's launcher starts rank 1 with the same command. Each rank trains through
 experiments.train and saves to OUT/rankN.pt its loss per step, the gathered trainable weights at the start and the end,
-and how many elements of each frozen transformer weight it holds."""
+how many elements of each frozen transformer weight it holds, and the generation metrics (with eval.enabled)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from lightning import Callback
 from torch.distributed.tensor import DTensor
 
+from callbacks.generation_eval import GenerationEvaluator
 from experiments.config import load_config
 from experiments.train import train
 from facemogle.sharding import trainable_state_dict
@@ -40,6 +41,7 @@ class RecordRank(Callback):
         self.losses[trainer.global_step] = float(outputs["loss"])
 
     def on_train_end(self, trainer, pl_module):
+        evaluator = next((c for c in trainer.callbacks if isinstance(c, GenerationEvaluator)), None)
         record = {
             "world_size": trainer.world_size,
             "global_step": trainer.global_step,
@@ -47,6 +49,7 @@ class RecordRank(Callback):
             "initial": self.initial,
             "final": trainable_state_dict(pl_module),  # every rank gathers
             "held": held_elements(pl_module.denoiser.transformer),
+            "metrics": evaluator.last if evaluator else None,
         }
         torch.save(record, self.out / f"rank{trainer.global_rank}.pt")
 

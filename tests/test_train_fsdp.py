@@ -15,7 +15,8 @@ from torch.distributed.checkpoint import FileSystemReader
 
 from experiments.config import TrainerConfig, to_yaml
 from experiments.strategy import FSDP2Strategy, make_strategy
-from tests.test_train import config, setup  # noqa: F401 - the module's data and tiny FLUX
+from tests.test_train import config, evaluators, setup  # noqa: F401 - the module's data, FLUX, evaluators
+from tests.test_train_ddp import _close
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS, KILL_AT = 7, 4  # checkpoints every 3 steps: the killed run resumes from step 3
@@ -39,14 +40,27 @@ def records(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def runs(setup):  # noqa: F811
-    """ddp and fsdp: 7 uninterrupted steps; killed: fsdp killed at step 4, then resumed. The fsdp runs
-    recompute activations in backward (backbone.gradient_checkpointing); the ddp run does not."""
-    two = ("trainer.accelerator=cpu", "trainer.devices=2")
+def runs(setup, evaluators):  # noqa: F811
+    """ddp and fsdp: 7 uninterrupted steps, sampling and scoring 4 faces at step 4; killed: fsdp killed at
+    step 4, then resumed. The fsdp runs recompute activations in backward (backbone.gradient_checkpointing)."""
+    two = ("trainer.accelerator=cpu", "trainer.devices=2", "data.split.val_fraction=0.2")
     fsdp = (*two, "trainer.strategy=fsdp", "backbone.gradient_checkpointing=true")
+    scored = (
+        "eval.enabled=true",
+        f"eval.evaluators.clip_path={evaluators / 'clip'}",
+        f"eval.evaluators.parser_path={evaluators / 'parser'}",
+        "eval.callback.every_n_steps=4",
+        "eval.callback.on_validation=false",
+        "eval.callback.batch_size=2",
+        "eval.callback.num_grid=0",
+        "eval.callback.gate_maps=0",
+        "eval.metrics.kid_subset_size=4",
+        "data.eval_subset_size=4",
+        "train.sample.steps=2",
+    )
     cfgs = {
-        "ddp": config(setup, "ddp", STEPS, *two, "trainer.strategy=ddp"),
-        "fsdp": config(setup, "fsdp", STEPS, *fsdp),
+        "ddp": config(setup, "ddp", STEPS, *two, "trainer.strategy=ddp", *scored),
+        "fsdp": config(setup, "fsdp", STEPS, *fsdp, *scored),
         "killed": config(setup, "killed", STEPS, *fsdp),
     }
     for name in ("ddp", "fsdp"):
@@ -75,6 +89,11 @@ def test_fsdp_on_two_processes_trains_like_ddp_and_both_ranks_gather_the_same_we
     for rank in (0, 1):
         assert fsdp[rank]["losses"].keys() == set(range(1, STEPS + 1))
         torch.testing.assert_close(fsdp[rank]["losses"], ddp[rank]["losses"], rtol=1e-5, atol=0)
+    # sampling with the sharded model: the metrics DDP gets with the same weights at step 4
+    assert _close(fsdp[0]["metrics"]["text+mask"], ddp[0]["metrics"]["text+mask"], 1e-4)
+    assert fsdp[0]["metrics"] == fsdp[1]["metrics"] or _close(
+        fsdp[0]["metrics"]["text+mask"], fsdp[1]["metrics"]["text+mask"], 0
+    )
     # rank 0 exports the gathered weights
     exports = [setup / run / "export" for run in ("fsdp", "ddp")]
     for file in ("mogle.safetensors", "lora/pytorch_lora_weights.safetensors"):
