@@ -50,7 +50,7 @@ class FSDP2Strategy(ModelParallelStrategy):
     torch.distributed.checkpoint's `.metadata` and one `__RANK_0.distcp` per rank with that rank's shard of
     the trainable weights, the MoGLE buffers and the optimizer state. Lightning's own saves and loads every
     weight of the model; the frozen backbone comes from backbone.path instead, so here a checkpoint holds
-    and restores what the LightningModule's `on_save_checkpoint` keeps. It resumes on any number of ranks.
+    and restores what the LightningModule's `on_save_checkpoint` keeps.
     """
 
     def __init__(self, world_size: int):
