@@ -27,6 +27,7 @@ from PIL import Image
 from callbacks.visuals import gate_map, region_gate_weights, sample_grid
 from facemogle.metrics.suite import GenerationMetrics
 from facemogle.sampling import SampleOutput
+from facemogle.sharding import is_sharded
 
 MODES = ("text", "mask", "text+mask")
 
@@ -141,6 +142,8 @@ class GenerationEvaluator(L.Callback):
         subset = self._subset(trainer)
         if len(subset) < max(2, trainer.world_size):
             raise ValueError(f"eval subset of {len(subset)} faces: need at least 2 and one per rank")
+        if is_sharded(pl_module):
+            self._check_lockstep(len(subset), trainer.world_size)
         mine = share(len(subset), trainer.global_rank, trainer.world_size)
         metrics = self.metrics.to(pl_module.device)
         was_training = pl_module.training
@@ -163,6 +166,15 @@ class GenerationEvaluator(L.Callback):
                 self._log_pictures(trainer, subset, mode, result)
         self.last = {mode: r.metrics for mode, r in results.items()}
         return self.last
+
+    def _check_lockstep(self, n: int, world_size: int) -> None:
+        """A sharded model (FSDP) samples in lockstep: every rank must run as many batches."""
+        counts = {len(self._batches(share(n, rank, world_size))) for rank in range(world_size)}
+        if len(counts) > 1:
+            raise ValueError(
+                f"data.eval_subset_size={n} gives the {world_size} ranks {sorted(counts)} batches of "
+                f"eval.callback.batch_size={self.config.batch_size}; trainer.strategy=fsdp needs as many on every rank"
+            )
 
     def _batches(self, indices: range) -> list[range]:
         b = self.config.batch_size

@@ -33,14 +33,19 @@ class LoadedRun:
     denoiser: Denoiser
 
 
-def export_run(run_dir: str | Path, config: Config, denoiser: Denoiser) -> Path:
+def export_run(
+    run_dir: str | Path, config: Config, denoiser: Denoiser, weights: dict[str, torch.Tensor] | None = None
+) -> Path:
+    """weights: the denoiser's state (at least LoRA and MoGLE) as whole tensors, for a denoiser whose own
+    are sharded (FSDP); by default its state_dict()."""
+    weights = denoiser.state_dict() if weights is None else weights
     final = Path(run_dir) / EXPORT
     tmp = final.with_name(EXPORT + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / "config.yaml").write_text(to_yaml(config))
-    save_lora(denoiser.transformer, tmp / "lora")
-    state = {k: v.detach().float().cpu().contiguous() for k, v in denoiser.mogle.state_dict().items()}
+    save_lora(denoiser.transformer, tmp / "lora", state_dict=_under(weights, "transformer."))
+    state = {k: v.detach().float().cpu().contiguous() for k, v in _under(weights, "mogle.").items()}
     save_file(state, tmp / "mogle.safetensors")
     old = final.with_name(EXPORT + ".old")
     shutil.rmtree(old, ignore_errors=True)
@@ -49,6 +54,10 @@ def export_run(run_dir: str | Path, config: Config, denoiser: Denoiser) -> Path:
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _under(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
 
 
 def load_run(run_dir: str | Path, overrides: list[str] | None = None) -> LoadedRun:

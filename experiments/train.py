@@ -67,7 +67,7 @@ def make_callbacks(config: Config) -> list[L.Callback]:
             save_top_k=-1,
             save_last=True,
         ),
-        ExportCallback(lambda module: export_run(run_dir, config, module.denoiser)),
+        ExportCallback(lambda denoiser, weights: export_run(run_dir, config, denoiser, weights)),
         RequeueOnSignal(run_dir / CHECKPOINTS / REQUEUE_CHECKPOINT),
     ]
     if config.logger.kind != "none":
@@ -108,10 +108,13 @@ def make_trainer(config: Config, extra_callbacks: list[L.Callback] | None = None
 
 
 def last_checkpoint(config: Config) -> Path | None:
-    """The newer of checkpoints/last.ckpt (periodic) and checkpoints/requeue.ckpt (a requeue signal)."""
+    """The newer of checkpoints/last.ckpt (periodic) and checkpoints/requeue.ckpt (a requeue signal): files,
+    or folders of shards (trainer.strategy=fsdp) whose meta.pt rank 0 writes last."""
     folder = Path(config.run_dir) / CHECKPOINTS
-    found = [p for p in (folder / "last.ckpt", folder / REQUEUE_CHECKPOINT) if p.is_file()]
-    return max(found, key=lambda p: p.stat().st_mtime_ns) if found else None
+    found = [p / "meta.pt" if p.is_dir() else p for p in (folder / "last.ckpt", folder / REQUEUE_CHECKPOINT)]
+    found = [p for p in found if p.is_file()]
+    newest = max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
+    return newest.parent if newest is not None and newest.name == "meta.pt" else newest
 
 
 def train(config: Config, resume: bool = False, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:

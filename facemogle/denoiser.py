@@ -14,7 +14,7 @@ from torch import nn
 
 from facemogle.encode import TextEmbeddings, text_ids
 from facemogle.flow import add_noise, velocity_target
-from facemogle.flux_forward import ConditionSettings, flux_forward, install_processors
+from facemogle.flux_forward import ConditionSettings, flux_forward, install_condition_forward
 from facemogle.mogle import MoGLE
 
 
@@ -40,7 +40,7 @@ class Denoiser(nn.Module):
         self.mogle = mogle
         self.settings = settings or ConditionSettings()
         self.register_buffer("cond_id_offset", torch.tensor(cond_id_offset), persistent=False)
-        install_processors(transformer)
+        install_condition_forward(transformer)
 
     def forward(
         self,

@@ -13,6 +13,9 @@ The block forwards below re-implement `FluxTransformerBlock.forward` and
 `FluxSingleTransformerBlock.forward` of diffusers 0.42 (pinned in pyproject.toml) with the extra
 stream; `tests/test_flux_forward.py` checks they equal the stock model when there are no condition
 tokens. The joint attention itself lives in `ConditionAttnProcessor`, a diffusers attention processor.
+`install_condition_forward` sets that processor; each block runs through its condition-aware forward as
+a method (`forward_streams`), so that the block's work is one call on the block: FSDP gathers a block's
+sharded weights around that call (facemogle/sharding.py), as it does around `forward`.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ class ConditionAttnProcessor(FluxAttnProcessor):
     """FLUX joint attention over text, image and (optionally) condition tokens.
 
     Without `cond_hidden_states` and with `lora_main=True` it is the stock processor, so the stock
-    transformer forward still works after `install_processors`.
+    transformer forward still works after `install_condition_forward`.
     """
 
     def __call__(
@@ -118,10 +121,6 @@ def _project_qkv(attn: FluxAttention, x: torch.Tensor, added: bool, lora: bool):
         layers, norms = (attn.to_q, attn.to_k, attn.to_v), (attn.norm_q, attn.norm_k)
     q, k, v = (linear(layer, x, lora).unflatten(-1, (-1, attn.head_dim)) for layer in layers)
     return norms[0](q), norms[1](k), v
-
-
-def install_processors(transformer: FluxTransformer2DModel) -> None:
-    transformer.set_attn_processor(ConditionAttnProcessor())
 
 
 # --- block forwards ------------------------------------------------------------------------------
@@ -190,6 +189,37 @@ def single_block(
     return post(tokens, a_tok, mlp_tok, g_tok, lora_main), cond
 
 
+class ConditionTransformerBlock(FluxTransformerBlock):
+    """A double-stream block with `forward_streams` (`double_block`); weights and stock forward unchanged."""
+
+    def forward_streams(self, img, txt, cond, temb, cond_temb, rotary, mask, lora_main: bool):
+        return double_block(self, img, txt, cond, temb, cond_temb, rotary, mask, lora_main)
+
+
+class ConditionSingleTransformerBlock(FluxSingleTransformerBlock):
+    """A single-stream block with `forward_streams` (`single_block`); weights and stock forward unchanged."""
+
+    def forward_streams(self, tokens, cond, temb, cond_temb, rotary, mask, lora_main: bool):
+        return single_block(self, tokens, cond, temb, cond_temb, rotary, mask, lora_main)
+
+
+def install_condition_forward(transformer: FluxTransformer2DModel) -> None:
+    """Set the condition-aware attention processor and block classes."""
+    transformer.set_attn_processor(ConditionAttnProcessor())
+    condition_blocks(transformer)
+
+
+def condition_blocks(transformer: FluxTransformer2DModel) -> None:
+    """Give the stock blocks `forward_streams`: they change class in place, as torch.nn.utils.parametrize
+    does (the same modules and weights, one method more). Blocks already converted are left alone."""
+    for block in transformer.transformer_blocks:
+        if type(block) is FluxTransformerBlock:
+            block.__class__ = ConditionTransformerBlock
+    for block in transformer.single_transformer_blocks:
+        if type(block) is FluxSingleTransformerBlock:
+            block.__class__ = ConditionSingleTransformerBlock
+
+
 # --- the whole transformer -----------------------------------------------------------------------
 
 
@@ -242,12 +272,13 @@ def flux_forward(
     if cond is not None and settings.cond_attention == "self":
         mask = self_attention_mask(txt.shape[1] + img.shape[1], cond.shape[1], img.device)
 
+    condition_blocks(tr)  # a bare transformer (backbone pretraining) gets `forward_streams` here
     run = _checkpointed if torch.is_grad_enabled() and tr.gradient_checkpointing else _direct
     for block in tr.transformer_blocks:
-        img, txt, cond = run(double_block, block, img, txt, cond, temb, cond_temb, rotary, mask, lora_main)
+        img, txt, cond = run(block.forward_streams, img, txt, cond, temb, cond_temb, rotary, mask, lora_main)
     tokens = torch.cat([txt, img], dim=1)
     for block in tr.single_transformer_blocks:
-        tokens, cond = run(single_block, block, tokens, cond, temb, cond_temb, rotary, mask, lora_main)
+        tokens, cond = run(block.forward_streams, tokens, cond, temb, cond_temb, rotary, mask, lora_main)
     img = tokens[:, txt.shape[1] :]
 
     shift_scale = linear(tr.norm_out.linear, tr.norm_out.silu(temb).to(img.dtype), lora_main)

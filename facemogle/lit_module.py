@@ -14,6 +14,7 @@ from typing import Literal
 import lightning as L
 import torch
 from prodigyopt import Prodigy
+from torch.distributed.tensor import DTensor
 
 from facemogle.backbone import FluxBackbone
 from facemogle.denoiser import Denoiser, flow_matching_loss
@@ -21,6 +22,7 @@ from facemogle.encode import TextEmbeddings, encode_images, encode_prompts
 from facemogle.flow import TimestepSampling
 from facemogle.packing import image_ids
 from facemogle.sampling import SampleOutput, SampleSettings, sample
+from facemogle.sharding import shard_denoiser
 
 
 @dataclass
@@ -76,6 +78,11 @@ class FaceMoGLEModule(L.LightningModule):
         trainable |= {n for n, _ in self.denoiser.mogle.named_buffers(prefix="denoiser.mogle")}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
+    def configure_model(self) -> None:
+        # Only experiments.strategy.FSDP2Strategy (trainer.strategy=fsdp) sets a device mesh.
+        if self.device_mesh is not None:
+            shard_denoiser(self.denoiser, self.device_mesh["data_parallel"])
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.vae.eval()  # frozen encoders stay in eval mode
@@ -126,7 +133,8 @@ class FaceMoGLEModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
         if grads:
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
+            norm = torch.nn.utils.get_total_norm(grads)
+            self.log("train/grad_norm", norm.full_tensor() if isinstance(norm, DTensor) else norm)
 
     # --- optimisation ----------------------------------------------------------------------------
 

@@ -85,10 +85,16 @@ def lora_metadata(transformer: FluxTransformer2DModel, adapter: str = ADAPTER) -
     return transformer.peft_config[adapter].to_dict()
 
 
-def save_lora(transformer: FluxTransformer2DModel, directory: str | Path, adapter: str = ADAPTER) -> Path:
+def save_lora(
+    transformer: FluxTransformer2DModel,
+    directory: str | Path,
+    adapter: str = ADAPTER,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """state_dict: the transformer's weights to save, when its own are sharded; by default its state_dict()."""
     FluxPipeline.save_lora_weights(
         directory,
-        transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name=adapter),
+        transformer_lora_layers=get_peft_model_state_dict(transformer, state_dict, adapter_name=adapter),
         transformer_lora_adapter_metadata=lora_metadata(transformer, adapter),
         weight_name=LORA_FILE,
     )

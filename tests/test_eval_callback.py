@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
@@ -114,3 +115,11 @@ def test_pictures_have_the_expected_layout():
     assert torch.allclose(regions[0, :, present], torch.full_like(regions[0, :, present], 1.0 / EXPERTS))
     picture = gate_map(regions[0], torch.linspace(1, 0.3, STEPS), panels=2)
     assert picture.ndim == 3 and picture.shape[2] == 3
+
+
+def test_a_sharded_model_needs_as_many_sample_batches_on_every_rank():
+    evaluator = GenerationEvaluator(lambda: None, GenerationEvalConfig(batch_size=2))
+    evaluator._check_lockstep(8, 2)  # 4 faces a rank: 2 batches each
+    evaluator._check_lockstep(6, 2)  # 3 faces a rank: 2 batches each
+    with pytest.raises(ValueError, match="data.eval_subset_size=5 gives the 2 ranks \\[1, 2\\] batches"):
+        evaluator._check_lockstep(5, 2)  # 2 and 3 faces: 1 and 2 batches

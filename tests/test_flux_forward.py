@@ -5,7 +5,7 @@ from facemogle.flux_forward import (
     ConditionSettings,
     double_block,
     flux_forward,
-    install_processors,
+    install_condition_forward,
     self_attention_mask,
 )
 from facemogle.lora import LoRASettings, add_lora
@@ -26,7 +26,7 @@ def ours(transformer, inputs, cond=None, settings=None):
 def test_without_condition_tokens_the_forward_equals_stock_flux(backbone, flux_inputs, empty_cond):
     tr = backbone.transformer
     expected = stock(tr, flux_inputs)
-    install_processors(tr)
+    install_condition_forward(tr)
     cond = torch.zeros(2, 0, 64) if empty_cond else None
     kw = {"cond_tokens": cond, "cond_ids": torch.zeros(0, 3)} if empty_cond else {}
     with torch.no_grad():
@@ -35,8 +35,18 @@ def test_without_condition_tokens_the_forward_equals_stock_flux(backbone, flux_i
     torch.testing.assert_close(stock(tr, flux_inputs), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_a_bare_transformer_runs_with_stock_processors_and_keeps_its_weights(backbone, flux_inputs):
+    tr = backbone.transformer
+    weights = {k: v.clone() for k, v in tr.state_dict().items()}
+    expected = stock(tr, flux_inputs)
+    torch.testing.assert_close(ours(tr, flux_inputs), expected, atol=1e-5, rtol=1e-5)
+    assert tr.state_dict().keys() == weights.keys()
+    assert all(torch.equal(v, weights[k]) for k, v in tr.state_dict().items())
+    torch.testing.assert_close(stock(tr, flux_inputs), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_condition_tokens_change_the_prediction(backbone, flux_inputs):
-    install_processors(backbone.transformer)
+    install_condition_forward(backbone.transformer)
     base = ours(backbone.transformer, flux_inputs)
     conditioned = ours(backbone.transformer, flux_inputs, torch.randn(2, 64, 64))
     assert (base - conditioned).abs().max() > 1e-3
@@ -49,7 +59,7 @@ def test_condition_only_lora_leaves_the_image_path_stock(backbone, flux_inputs):
     for name, p in tr.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.5)
-    install_processors(tr)
+    install_condition_forward(tr)
     torch.testing.assert_close(ours(tr, flux_inputs), expected, atol=1e-5, rtol=1e-5)
     on_image = ours(tr, flux_inputs, settings=ConditionSettings(lora_on_image=True))
     assert (on_image - expected).abs().max() > 1e-3
@@ -57,7 +67,7 @@ def test_condition_only_lora_leaves_the_image_path_stock(backbone, flux_inputs):
 
 def double_block_cond(tr, inputs, settings, img_scale=1.0, t=None):
     """Condition stream after the first double block, given perturbed image tokens / timestep."""
-    install_processors(tr)
+    install_condition_forward(tr)
     block = tr.transformer_blocks[0]
     img = tr.x_embedder(inputs["hidden_states"] * img_scale)
     txt = tr.context_embedder(inputs["encoder_hidden_states"])
@@ -94,7 +104,7 @@ def test_joint_attention_and_shared_timestep_make_condition_tokens_depend_on_the
 
 def test_gradient_checkpointing_gives_the_same_gradients(backbone, flux_inputs):
     tr = backbone.transformer
-    install_processors(tr)
+    install_condition_forward(tr)
     cond = torch.randn(2, 64, 64)
 
     def grads():
@@ -111,7 +121,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(backbone, flux_inputs):
 
 
 def test_condition_ids_must_match_the_condition_tokens(backbone, flux_inputs):
-    install_processors(backbone.transformer)
+    install_condition_forward(backbone.transformer)
     with pytest.raises(ValueError, match="cond_ids"):
         flux_forward(
             backbone.transformer,
