@@ -37,7 +37,7 @@ from facemogle.backbone import TinyFluxConfig, save_flux, tiny_flux
 from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, text_ids
 from facemogle.face_parts import split_mask
 from facemogle.flow import TimestepSampling, add_noise, velocity_target
-from facemogle.flux_forward import flux_forward, install_processors
+from facemogle.flux_forward import flux_forward, install_condition_forward
 from facemogle.packing import image_ids
 
 
@@ -100,7 +100,7 @@ class FluxPretrain(L.LightningModule):
     def __init__(self, transformer, img_ids: torch.Tensor, lr: float, timesteps: TimestepSampling):
         super().__init__()
         self.transformer, self.lr, self.timesteps = transformer, lr, timesteps
-        install_processors(transformer)  # flux_forward's attention processor (the stock one warns per call)
+        install_condition_forward(transformer)  # the stock attention processor warns on every call
         self.register_buffer("img_ids", img_ids, persistent=False)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
