@@ -49,7 +49,9 @@ class VAEPretrain(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x = batch["image"]
         posterior = self.vae.encode(x).latent_dist
-        recon = self.vae.decode(posterior.sample()).sample
+        # Decode the posterior mean, as stage 2 and sampling encode with it; the KL term keeps the latents
+        # bounded. (Decoding a sample, the noise swamps the latents until the log-variance has fallen.)
+        recon = self.vae.decode(posterior.mean).sample
         mse = torch.nn.functional.mse_loss(recon, x)
         loss = mse + self.kl_weight * posterior.kl().mean()
         self.log("vae/mse", mse, prog_bar=True)

@@ -151,6 +151,9 @@ class TinyFluxConfig:
     axes_dims_rope: tuple[int, int, int] = (8, 12, 12)
     latent_channels: int = 16
     vae_channels: tuple[int, ...] = (32, 32, 64)
+    # GroupNorm groups in the VAE. One channel per group (32 of 32) normalises every channel on its own and
+    # strips its mean, the colour: 200 pretraining steps reached test MSE 0.057 with 32 groups, 0.033 with 8.
+    vae_norm_groups: int = 8
     text_dim: int = 64
     text_layers: int = 2
     vocab_size: int = 2048
@@ -187,7 +190,7 @@ def tiny_flux(config: TinyFluxConfig | None = None, seed: int = 0, corpus=None) 
         block_out_channels=c.vae_channels,
         layers_per_block=1,
         latent_channels=c.latent_channels,
-        norm_num_groups=min(32, min(c.vae_channels)),
+        norm_num_groups=c.vae_norm_groups,
         use_quant_conv=False,
         use_post_quant_conv=False,
         scaling_factor=1.0,
