@@ -38,6 +38,7 @@ FLUX_DEV = TinyFluxConfig(
     head_dim=128,
     axes_dims_rope=(16, 56, 56),
     vae_channels=(128, 256, 512, 512),
+    vae_norm_groups=32,
     text_dim=4096,
     max_sequence_length=512,
     guidance_embeds=True,
