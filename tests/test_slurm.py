@@ -134,6 +134,11 @@ def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_at_max_steps(cluste
         job_id,
         log,
     )
+    # slurmd revoked the first run's credential at the requeue, with one-second resolution: a relaunch in
+    # that same second is refused ("Job credential revoked") and the job ends FAILED. Let the node go idle
+    # and the second turn over before releasing the job.
+    wait_until(cluster.idle, 60, "the node did not go idle after the requeue", cluster, job_id, log)
+    time.sleep(2)
     cluster.run("scontrol", "update", f"jobid={job_id}", "StartTime=now")  # else it waits ~2 min
     job = wait_until(
         lambda: finished(cluster, job_id), 300, "the requeued job did not finish", cluster, job_id, log
