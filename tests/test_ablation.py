@@ -11,10 +11,8 @@ import sys
 
 import pytest
 import torch
-from lightning import Callback
 from PIL import Image
 
-from data_modules.synthetic import write_synthetic
 from experiments import ablate_gating
 from experiments.ablation import slurm, table
 from experiments.ablation.study import StudySettings
@@ -22,11 +20,11 @@ from experiments.ablation.variants import VARIANTS, parse_variants
 from experiments.config import load_config
 from experiments.slurm.submit import REPO
 from experiments.train import train
-from facemogle.backbone import save_flux, tiny_flux
 from facemogle.denoiser import Denoiser
 from facemogle.evaluators import SmallParserConfig, build_small_parser, save_clip, save_face_parser
 from facemogle.flux_forward import flux_forward
 from facemogle.mogle import MoGLE, MoGLEConfig
+from tests.run_fixtures import KillAt, write_workspace
 from tests.test_eval_metrics import tiny_clip
 
 
@@ -115,9 +113,7 @@ def test_the_table_gives_mean_and_std_over_the_finished_seeds(tmp_path):
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """Small synthetic faces, a saved tiny FLUX and untrained small evaluators."""
-    root = tmp_path_factory.mktemp("ablation")
-    write_synthetic(root / "data", 24, 32, 0)
-    save_flux(tiny_flux(seed=0), root / "flux")
+    root = write_workspace(tmp_path_factory.mktemp("ablation"))
     save_face_parser(
         build_small_parser(SmallParserConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1])),
         root / "parser",
@@ -152,15 +148,6 @@ def study_args(root, *extra: str) -> list[str]:
         f"eval.evaluators.parser_path={root / 'parser'}",
         "eval.metrics.kid_subset_size=2",
     ]
-
-
-class KillAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, *args):
-        if trainer.global_step == self.step:
-            raise RuntimeError("killed")
 
 
 def test_quick_study_trains_evaluates_and_tabulates_two_variants_resuming_and_skipping(assets):

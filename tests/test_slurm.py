@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from data_modules.synthetic import write_synthetic
 from experiments.slurm.submit import submit, training_job
-from facemogle.backbone import save_flux, tiny_flux
+from tests.run_fixtures import write_workspace
 from tests.slurm_cluster import SlurmCluster, install_reason
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -36,10 +35,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slurm")
-    write_synthetic(root / "data", 24, 32, 0)
-    save_flux(tiny_flux(seed=0), root / "flux")
-    return root
+    return write_workspace(tmp_path_factory.mktemp("slurm"))
 
 
 def overrides(root: Path, run: str, steps: int) -> list[str]:

@@ -1,22 +1,15 @@
 import pytest
 import torch
-from lightning import Callback
 from safetensors.torch import load_file
 
-from data_modules.synthetic import write_synthetic
 from experiments.config import load_config
 from experiments.train import train
-from facemogle.backbone import save_flux
+from tests.run_fixtures import KillAt, write_workspace
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    write_synthetic(root / "data", 24, 32, 0)
-    from facemogle.backbone import tiny_flux
-
-    save_flux(tiny_flux(seed=0), root / "flux")
-    return root
+    return write_workspace(tmp_path_factory.mktemp("train"))
 
 
 def config(root, run, steps, *extra):
@@ -38,15 +31,6 @@ def config(root, run, steps, *extra):
             *extra,
         ],
     )
-
-
-class KillAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, *args):
-        if trainer.global_step == self.step:
-            raise RuntimeError("killed")
 
 
 def test_a_killed_and_resumed_run_ends_like_an_uninterrupted_one(setup):
