@@ -126,6 +126,10 @@ def train(config: Config, resume: bool = False, extra_callbacks: list[L.Callback
     data = FaceDataModule(config.data, module.backbone)
     trainer = make_trainer(config, extra_callbacks)
     trainer.fit(module, datamodule=data, ckpt_path=last_checkpoint(config) if resume else None)
+    if isinstance(trainer.logger, WandbLogger):
+        # close the W&B run: wandb keeps one global run per process, and a later WandbLogger in this process
+        # (the next ablation variant, another test) would otherwise log into this one
+        trainer.logger.experiment.finish()
     return trainer
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Timer
-from lightning.pytorch.loggers import WandbLogger
 from omegaconf import OmegaConf
 
 from experiments import evaluate
@@ -111,8 +110,6 @@ def run_one(settings: StudySettings, variant: str, seed: int) -> Path:
     if not (run_dir / TRAIN_RECORD).is_file():
         timer = Timer()
         trainer = train(config, resume=True, extra_callbacks=[timer])
-        if isinstance(trainer.logger, WandbLogger):
-            trainer.logger.experiment.finish()  # the next run must not log into this one's W&B run
         record = {"steps": trainer.global_step, "train_seconds": timer.time_elapsed("train")}
         (run_dir / TRAIN_RECORD).write_text(json.dumps(record, indent=2))
     evaluate.main(evaluate_argv(settings, config))
