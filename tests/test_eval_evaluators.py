@@ -43,4 +43,4 @@ def test_trained_parser_reads_unseen_faces(faces):
     parser = load_face_parser(SYNTHETIC_EVALUATORS / "parser")
     metric = MaskConsistency()
     metric.update(parser.parse(images.float() / 255), labels)
-    assert metric.compute()["miou"] > 0.6  # 0.66 measured (the issue targets 0.85; see the report)
+    assert metric.compute()["miou"] > 0.8  # 0.854 measured on these 24 faces; 0.852 on the test split
