@@ -143,7 +143,9 @@ def train_parser(train: FaceArrays, config: TrainConfig, log) -> FaceParser:
     for step in range(config.parser_steps):
         idx = torch.randint(n, (config.parser_batch,), generator=g)
         logits, labels = parser(_augment(train.images[idx], g, config.parser_blur)), train.labels[idx]
-        loss = F.cross_entropy(logits, labels, weight=weights) + config.parser_dice * dice_loss(logits, labels)
+        loss = F.cross_entropy(logits, labels, weight=weights) + config.parser_dice * dice_loss(
+            logits, labels
+        )
         _update(optimizer, scheduler, loss)
         if step % 50 == 0 or step == config.parser_steps - 1:
             log(f"parser step {step:4d} loss {loss.item():.4f}")
