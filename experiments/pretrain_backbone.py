@@ -224,7 +224,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--vae-map-share", type=float, default=0.25, help="share of VAE samples that are condition maps"
     )
-    p.add_argument("--flux-steps", type=int, default=3000)
+    p.add_argument("--flux-steps", type=int, default=2500)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--text-dropout", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)

@@ -54,7 +54,7 @@ class TrainConfig:
     parser_lr: float = 3e-3
     parser_blur: float = 1.2  # largest blur sigma in pixels (augmentation)
     parser_dice: float = 1.0  # weight of the soft Dice term beside the class-weighted cross-entropy
-    clip_steps: int = 1000
+    clip_steps: int = 700  # 1000 gave pairwise 0.977, recall@5 0.840; the targets are 0.9 and 0.5
     clip_batch: int = 128
     clip_lr: float = 2e-3
     seed: int = 0
