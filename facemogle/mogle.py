@@ -25,7 +25,7 @@ from torch import nn
 from facemogle.face_parts import NUM_CONDITION_MAPS
 
 GateKind = Literal["dynamic", "scalar", "static", "none"]
-ExpertKind = Literal["mlp", "identity"]
+ExpertKind = Literal["mlp", "residual", "identity"]
 ExpertSet = Literal["all", "global", "local"]
 
 
@@ -43,7 +43,7 @@ class MoGLEConfig:
     def __post_init__(self) -> None:
         for key, allowed in (
             ("gate", ("dynamic", "scalar", "static", "none")),
-            ("experts", ("mlp", "identity")),
+            ("experts", ("mlp", "residual", "identity")),
             ("expert_set", ("all", "global", "local")),
         ):
             if getattr(self, key) not in allowed:
@@ -70,10 +70,14 @@ class MoGLEOutput:
 
 
 class StackedExperts(nn.Module):
-    """E per-token MLPs (d -> h -> d, ReLU) evaluated together as batched matrix products."""
+    """E per-token MLPs (d -> h -> d, ReLU) evaluated together as batched matrix products.
 
-    def __init__(self, num_experts: int, dim: int, hidden: int):
+    residual: x + MLP(x) with the second layer zero-initialised, so each expert starts as the identity and
+    hands the frozen backbone the VAE latent it can already read (see MoGLEConfig.experts)."""
+
+    def __init__(self, num_experts: int, dim: int, hidden: int, residual: bool = False):
         super().__init__()
+        self.residual = residual
         self.w1 = nn.Parameter(torch.empty(num_experts, dim, hidden))
         self.b1 = nn.Parameter(torch.empty(num_experts, hidden))
         self.w2 = nn.Parameter(torch.empty(num_experts, hidden, dim))
@@ -86,13 +90,17 @@ class StackedExperts(nn.Module):
             bound = fan_in**-0.5
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
+        if self.residual:
+            nn.init.zeros_(self.w2)
+            nn.init.zeros_(self.b2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, e, l, d = x.shape
         # (e, b*l, d) @ (e, d, h): one bmm per layer for all experts.
         h = torch.baddbmm(self.b1.unsqueeze(1), x.transpose(0, 1).reshape(e, b * l, d), self.w1)
         y = torch.baddbmm(self.b2.unsqueeze(1), F.relu(h), self.w2)  # (e, b*l, d)
-        return y.view(e, b, l, d).transpose(0, 1)  # (b, e, l, d)
+        y = y.view(e, b, l, d).transpose(0, 1)  # (b, e, l, d)
+        return x + y if self.residual else y
 
 
 class DynamicGate(nn.Module):
@@ -121,7 +129,11 @@ class MoGLE(nn.Module):
         super().__init__()
         self.config = config = config or MoGLEConfig()
         e, d = config.num_experts, config.token_dim
-        self.experts = StackedExperts(e, d, config.expert_hidden) if config.experts == "mlp" else None
+        self.experts = (
+            StackedExperts(e, d, config.expert_hidden, residual=config.experts == "residual")
+            if config.experts != "identity"
+            else None
+        )
         self.gate = DynamicGate(d, e, config.time_scale) if config.gate in ("dynamic", "scalar") else None
         self.static_logits = nn.Parameter(torch.zeros(e)) if config.gate == "static" else None
         self.register_buffer("_expert_index", torch.tensor(config.expert_indices), persistent=False)

@@ -90,6 +90,20 @@ def test_identity_experts_mix_the_condition_latents_themselves():
     assert mogle.experts is None
 
 
+def test_residual_experts_start_as_the_identity_and_learn_a_correction():
+    residual = MoGLE(MoGLEConfig(experts="residual"))
+    identity = MoGLE(MoGLEConfig(experts="identity"))
+    identity.gate.load_state_dict(residual.gate.state_dict())
+    cond, noisy, t = inputs()
+    out = residual(cond, noisy, t)
+    torch.testing.assert_close(out.tokens, identity(cond, noisy, t).tokens)  # x + 0
+    out.tokens.square().sum().backward()
+    assert residual.experts.w2.grad.abs().sum() > 0  # the zero layer trains
+    with torch.no_grad():
+        residual.experts.b2.add_(1.0)
+    torch.testing.assert_close(residual.experts(cond), cond + 1.0)  # x + MLP(x)
+
+
 def test_global_only_ignores_the_region_maps():
     mogle = MoGLE(MoGLEConfig(expert_set="global"))
     cond, noisy, t = inputs()
