@@ -224,7 +224,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--vae-map-share", type=float, default=0.25, help="share of VAE samples that are condition maps"
     )
-    # 2500 steps (loss 0.287 against 0.259) cost stage 2 dearly: text+mask mIoU 0.293 against 0.480
+    # 2500 steps (loss 0.287 against 0.259) cost stage 2 dearly: text+mask mIoU 0.293 against 0.480 (mlp
+    # experts); 4000 steps (loss 0.217) did not pay: 0.499 against 0.518 (residual experts)
     p.add_argument("--flux-steps", type=int, default=3000)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--text-dropout", type=float, default=0.1)
