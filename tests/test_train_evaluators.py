@@ -1,4 +1,4 @@
-"""The face parser's training loss."""
+"""The face parser's training: its Dice loss term and its blur augmentation."""
 
 from __future__ import annotations
 
