@@ -38,6 +38,7 @@ from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, text
 from facemogle.face_parts import split_mask
 from facemogle.flow import TimestepSampling, add_noise, velocity_target
 from facemogle.flux_forward import flux_forward, install_condition_forward
+from facemogle.lit_module import OptimConfig, lr_factor
 from facemogle.packing import image_ids
 
 
@@ -99,9 +100,12 @@ class LatentCaptions(Dataset):
 
 
 class FluxPretrain(L.LightningModule):
-    def __init__(self, transformer, img_ids: torch.Tensor, lr: float, timesteps: TimestepSampling):
+    def __init__(
+        self, transformer, img_ids: torch.Tensor, lr: float, timesteps: TimestepSampling, decay_steps: int
+    ):
         super().__init__()
         self.transformer, self.lr, self.timesteps = transformer, lr, timesteps
+        self.decay_steps = decay_steps
         install_condition_forward(transformer)  # the stock attention processor warns on every call
         self.register_buffer("img_ids", img_ids, persistent=False)
 
@@ -124,12 +128,16 @@ class FluxPretrain(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.transformer.parameters(), lr=self.lr, weight_decay=0.0)
+        optimizer = torch.optim.AdamW(self.transformer.parameters(), lr=self.lr, weight_decay=0.0)
+        factor = lr_factor(OptimConfig(decay_steps=self.decay_steps), self.trainer.max_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def _trainer(steps: int, root: Path) -> L.Trainer:
+def _trainer(steps: int, root: Path, precision: str) -> L.Trainer:
     return L.Trainer(
         max_steps=steps,
+        precision=precision,
         accelerator="auto",
         devices=1,
         logger=CSVLogger(root, name="logs"),
@@ -170,7 +178,7 @@ def pretrain(args: argparse.Namespace) -> dict:
     vae_data = DataLoader(
         ImagesAndMaps(images, labels, args.vae_map_share), batch_size=args.batch, shuffle=True, drop_last=True
     )
-    vae_trainer = _trainer(args.vae_steps, work)
+    vae_trainer = _trainer(args.vae_steps, work, args.precision)
     vae_trainer.fit(VAEPretrain(backbone.vae, args.vae_lr, args.kl_weight), vae_data)
     backbone.vae.eval()
     _normalise_latents(backbone, images)
@@ -183,7 +191,7 @@ def pretrain(args: argparse.Namespace) -> dict:
     empty = encode_prompts(backbone, [""])
     data = DataLoader(
         LatentCaptions(latents, text, empty, args.text_dropout),
-        batch_size=args.batch,
+        batch_size=args.flux_batch or args.batch,
         shuffle=True,
         drop_last=True,
     )
@@ -193,8 +201,9 @@ def pretrain(args: argparse.Namespace) -> dict:
         image_ids(args.resolution // f, args.resolution // f),
         args.lr,
         TimestepSampling(),
+        args.flux_decay_steps,
     )
-    flux_trainer = _trainer(args.flux_steps, work)
+    flux_trainer = _trainer(args.flux_steps, work, args.precision)
     flux_trainer.fit(module, data)
     backbone.transformer.eval()
     report["flux_loss"] = float(flux_trainer.callback_metrics["flux/loss"])
@@ -218,7 +227,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", default="fraction", choices=["fraction", "celebahq"])
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--vae-steps", type=int, default=800)
+    p.add_argument("--flux-batch", type=int, default=None, help="the FLUX stage's batch (default: --batch)")
+    # With TinyFluxConfig's (16, 32, 64) VAE in bf16, 1800 steps take about as long as 800 did with (32, 32, 64)
+    # in float32, and reconstruct the test faces far better: the evaluation parser reads them at mIoU 0.751
+    # against 0.625 (MSE 0.0043); generated faces cannot follow a mask more closely than the VAE draws it.
+    p.add_argument("--vae-steps", type=int, default=1800)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--kl-weight", type=float, default=1e-6)
     p.add_argument(
@@ -228,6 +241,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # experts); 4000 steps (loss 0.217) did not pay: 0.499 against 0.518 (residual experts)
     p.add_argument("--flux-steps", type=int, default=3000)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument(
+        "--flux-decay-steps", type=int, default=0, help="the last N FLUX steps ramp the lr linearly to 0"
+    )
+    # bf16 autocast: 1.45x faster VAE steps and 1.1x faster FLUX steps than float32 on 2 AVX512-BF16 cores
+    p.add_argument("--precision", default="bf16-mixed", help="Lightning precision of both stages")
     p.add_argument("--text-dropout", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args(argv)

@@ -150,7 +150,8 @@ class TinyFluxConfig:
     head_dim: int = 32
     axes_dims_rope: tuple[int, int, int] = (8, 12, 12)
     latent_channels: int = 16
-    vae_channels: tuple[int, ...] = (32, 32, 64)
+    # 16 channels at full resolution: 1.5x faster VAE steps than 32, so stage 1 affords more of them
+    vae_channels: tuple[int, ...] = (16, 32, 64)
     # GroupNorm groups in the VAE. One channel per group (32 of 32) normalises every channel on its own and
     # strips its mean, the colour: 200 pretraining steps reached test MSE 0.057 with 32 groups, 0.033 with 8.
     vae_norm_groups: int = 8

@@ -32,6 +32,8 @@ class OptimConfig:
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
+    # the last `decay_steps` optimizer steps before trainer.max_steps ramp the lr linearly down to 0
+    decay_steps: int = 0
 
 
 @dataclass
@@ -148,10 +150,11 @@ class FaceMoGLEModule(L.LightningModule):
             optimizer = _prodigy(params, cfg)
         else:
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-        if cfg.warmup_steps <= 0:
+        if cfg.warmup_steps <= 0 and cfg.decay_steps <= 0:
             return optimizer
-        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+        factor = lr_factor(cfg, self.trainer.max_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # --- sampling (used by the evaluation callbacks) ---------------------------------------------
 
@@ -172,6 +175,21 @@ def gate_entropy(weights: torch.Tensor | None) -> torch.Tensor:
         return torch.tensor(0.0)
     w = weights.float().clamp_min(1e-12)
     return -(w * w.log()).sum(-1).mean()
+
+
+def lr_factor(cfg: OptimConfig, max_steps: int):
+    """The lr multiplier at optimizer step s: linear warm-up over `warmup_steps`, constant, then a linear
+    decay to 0 over the last `decay_steps` before `max_steps` (warmup-stable-decay)."""
+    if cfg.decay_steps > 0 and max_steps <= 0:
+        raise ValueError("train.optim.decay_steps needs trainer.max_steps: the decay ends there")
+
+    def factor(s: int) -> float:
+        f = min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+        if cfg.decay_steps > 0:
+            f *= max(0.0, min(1.0, (max_steps - s) / cfg.decay_steps))
+        return f
+
+    return factor
 
 
 def _prodigy(params, cfg: OptimConfig):

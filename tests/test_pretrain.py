@@ -28,6 +28,7 @@ def test_pretrain_writes_a_loadable_flux_directory(tmp_path):
     out = tmp_path / "tiny-flux"
     args = parse_args(
         ["--data", str(data), "--out", str(out), "--batch", "4", "--vae-steps", "2", "--flux-steps", "2"]
+        + ["--flux-batch", "2", "--flux-decay-steps", "1"]
     )
     report = pretrain(args)
     assert report["train_images"] > 0 and report["vae_mse"] > 0 and report["flux_loss"] > 0
