@@ -38,7 +38,7 @@ from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, text
 from facemogle.face_parts import split_mask
 from facemogle.flow import TimestepSampling, add_noise, velocity_target
 from facemogle.flux_forward import flux_forward, install_condition_forward
-from facemogle.lit_module import OptimConfig, lr_factor
+from facemogle.lit_module import OptimConfig, with_lr_schedule
 from facemogle.packing import image_ids
 
 
@@ -129,9 +129,7 @@ class FluxPretrain(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.transformer.parameters(), lr=self.lr, weight_decay=0.0)
-        factor = lr_factor(OptimConfig(decay_steps=self.decay_steps), self.trainer.max_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return with_lr_schedule(optimizer, OptimConfig(decay_steps=self.decay_steps), self.trainer.max_steps)
 
 
 def _trainer(steps: int, root: Path, precision: str) -> L.Trainer:

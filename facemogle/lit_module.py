@@ -150,11 +150,7 @@ class FaceMoGLEModule(L.LightningModule):
             optimizer = _prodigy(params, cfg)
         else:
             optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-        if cfg.warmup_steps <= 0 and cfg.decay_steps <= 0:
-            return optimizer
-        factor = lr_factor(cfg, self.trainer.max_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return with_lr_schedule(optimizer, cfg, self.trainer.max_steps)
 
     # --- sampling (used by the evaluation callbacks) ---------------------------------------------
 
@@ -190,6 +186,14 @@ def lr_factor(cfg: OptimConfig, max_steps: int):
         return f
 
     return factor
+
+
+def with_lr_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):
+    """What `configure_optimizers` returns: the optimizer alone, or with `lr_factor`'s per-step schedule."""
+    if cfg.warmup_steps <= 0 and cfg.decay_steps <= 0:
+        return optimizer
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, max_steps))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def _prodigy(params, cfg: OptimConfig):
