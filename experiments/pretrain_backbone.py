@@ -146,13 +146,16 @@ def _trainer(steps: int, root: Path, precision: str) -> L.Trainer:
 
 
 @torch.no_grad()
-def _normalise_latents(backbone, images: torch.Tensor) -> None:
-    """Set the VAE's shift / scale so training latents have mean 0 and std 1."""
+def _normalised_latents(backbone, images: torch.Tensor) -> torch.Tensor:
+    """Set the VAE's shift / scale so the training latents have mean 0 and std 1; -> those latents.
+
+    One encoding pass: the raw latents are shifted and scaled here exactly as encode_images does it,
+    (x - shift) * scale elementwise, so the result is what encode_images now returns, bit for bit."""
     backbone.vae.register_to_config(shift_factor=0.0, scaling_factor=1.0)
-    latents = torch.cat([encode_images(backbone, chunk) for chunk in images.split(64)])
-    backbone.vae.register_to_config(
-        shift_factor=latents.mean().item(), scaling_factor=1.0 / latents.std().item()
-    )
+    raw = torch.cat([encode_images(backbone, chunk) for chunk in images.split(64)])
+    shift, scale = raw.mean().item(), 1.0 / raw.std().item()
+    backbone.vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+    return (raw - shift) * scale
 
 
 def pretrain(args: argparse.Namespace) -> dict:
@@ -179,12 +182,11 @@ def pretrain(args: argparse.Namespace) -> dict:
     vae_trainer = _trainer(args.vae_steps, work, args.precision)
     vae_trainer.fit(VAEPretrain(backbone.vae, args.vae_lr, args.kl_weight), vae_data)
     backbone.vae.eval()
-    _normalise_latents(backbone, images)
+    latents = _normalised_latents(backbone, images)
     report["vae_mse"] = float(vae_trainer.callback_metrics["vae/mse"])
     report["vae_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    latents = torch.cat([encode_images(backbone, chunk) for chunk in images.split(64)])
     text = [encode_prompts(backbone, cs) for cs in captions]
     empty = encode_prompts(backbone, [""])
     data = DataLoader(

@@ -3,8 +3,9 @@ import json
 import torch
 
 from data_modules.synthetic import write_synthetic
-from experiments.pretrain_backbone import ImagesAndMaps, parse_args, pretrain
-from facemogle.backbone import load_flux
+from experiments.pretrain_backbone import ImagesAndMaps, _normalised_latents, parse_args, pretrain
+from facemogle.backbone import TinyFluxConfig, load_flux, tiny_flux
+from facemogle.encode import encode_images
 from facemogle.face_parts import split_mask
 
 
@@ -36,3 +37,13 @@ def test_pretrain_writes_a_loadable_flux_directory(tmp_path):
     assert not (tmp_path / "tiny-flux.partial").exists()
     backbone = load_flux(out)
     assert backbone.vae.config.scaling_factor != 1.0  # latents normalised from the training images
+
+
+def test_normalised_latents_are_what_encode_images_returns_afterwards():
+    backbone = tiny_flux(TinyFluxConfig(), seed=0, corpus=["a face"])
+    images = torch.rand(70, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    latents = _normalised_latents(backbone, images)
+    assert abs(latents.mean().item()) < 1e-4 and abs(latents.std().item() - 1) < 1e-4
+    # one encoding pass instead of two: stage 1's FLUX trains on exactly the latents stage 2 caches
+    again = torch.cat([encode_images(backbone, chunk) for chunk in images.split(64)])
+    assert torch.equal(latents, again)
