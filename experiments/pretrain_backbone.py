@@ -34,7 +34,7 @@ from data_modules.dataset import FaceDataset
 from data_modules.layouts import scan
 from data_modules.split import SplitConfig, split_keys
 from facemogle.backbone import TinyFluxConfig, save_flux, tiny_flux
-from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, text_ids
+from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, scale_latents, text_ids
 from facemogle.face_parts import split_mask
 from facemogle.flow import TimestepSampling, add_noise, velocity_target
 from facemogle.flux_forward import flux_forward, install_condition_forward
@@ -149,13 +149,12 @@ def _trainer(steps: int, root: Path, precision: str) -> L.Trainer:
 def _normalised_latents(backbone, images: torch.Tensor) -> torch.Tensor:
     """Set the VAE's shift / scale so the training latents have mean 0 and std 1; -> those latents.
 
-    One encoding pass: the raw latents are shifted and scaled here exactly as encode_images does it,
-    (x - shift) * scale elementwise, so the result is what encode_images now returns, bit for bit."""
+    One encoding pass: the raw latents go through encode_images' own scale_latents, so the result is
+    what encode_images now returns, bit for bit."""
     backbone.vae.register_to_config(shift_factor=0.0, scaling_factor=1.0)
     raw = torch.cat([encode_images(backbone, chunk) for chunk in images.split(64)])
-    shift, scale = raw.mean().item(), 1.0 / raw.std().item()
-    backbone.vae.register_to_config(shift_factor=shift, scaling_factor=scale)
-    return (raw - shift) * scale
+    backbone.vae.register_to_config(shift_factor=raw.mean().item(), scaling_factor=1.0 / raw.std().item())
+    return scale_latents(backbone.vae, raw)
 
 
 def pretrain(args: argparse.Namespace) -> dict:

@@ -59,10 +59,15 @@ def encode_images(backbone: FluxBackbone, images: torch.Tensor, sample: bool = F
     lead = images.shape[:-3]
     flat = images.reshape(-1, *images.shape[-3:]).to(device=vae.device, dtype=vae.dtype)
     posterior = vae.encode(flat).latent_dist
-    latents = posterior.sample() if sample else posterior.mean
-    latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
+    latents = scale_latents(vae, posterior.sample() if sample else posterior.mean)
     tokens = pack_latents(latents)
     return tokens.reshape(*lead, *tokens.shape[-2:])
+
+
+def scale_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Raw VAE latents -> the transformer's: (x - shift_factor) * scaling_factor, elementwise (so it commutes
+    with packing)."""
+    return (latents - vae.config.shift_factor) * vae.config.scaling_factor
 
 
 @torch.no_grad()
