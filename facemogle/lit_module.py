@@ -34,6 +34,8 @@ class OptimConfig:
     warmup_steps: int = 0
     # the last `decay_steps` optimizer steps before trainer.max_steps ramp the lr linearly down to 0
     decay_steps: int = 0
+    # the MoGLE experts' and gate's lr (AdamW); None: `lr`, as for the LoRA weights
+    mogle_lr: float | None = None
 
 
 @dataclass
@@ -143,13 +145,26 @@ class FaceMoGLEModule(L.LightningModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def param_groups(self) -> list[dict]:
+        """The trainable parameters: one group, or the MoGLE modules apart when `optim.mogle_lr` is set."""
+        cfg = self.config.optim
+        if cfg.mogle_lr is None:
+            return [{"params": self.trainable_parameters()}]
+        mogle = [p for p in self.denoiser.mogle.parameters() if p.requires_grad]
+        ids = {id(p) for p in mogle}
+        rest = [p for p in self.trainable_parameters() if id(p) not in ids]
+        return [{"params": rest}, {"params": mogle, "lr": cfg.mogle_lr}]
+
     def configure_optimizers(self):
         cfg = self.config.optim
-        params = self.trainable_parameters()
         if cfg.name == "prodigy":
-            optimizer = _prodigy(params, cfg)
+            if cfg.mogle_lr is not None:
+                raise ValueError("train.optim.mogle_lr is for adamw: Prodigy estimates its own step size")
+            optimizer = _prodigy(self.trainable_parameters(), cfg)
         else:
-            optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+            optimizer = torch.optim.AdamW(
+                self.param_groups(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+            )
         return with_lr_schedule(optimizer, cfg, self.trainer.max_steps)
 
     # --- sampling (used by the evaluation callbacks) ---------------------------------------------
