@@ -29,7 +29,9 @@ def test_decay_without_max_steps_is_an_error_naming_the_keys():
 
 def _module(backbone, optim: OptimConfig) -> FaceMoGLEModule:
     module = FaceMoGLEModule(backbone, build_denoiser(backbone, ModelConfig()), TrainConfig(optim=optim))
-    module.trainer = L.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    module.trainer = L.Trainer(
+        max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
     return module
 
 
