@@ -62,7 +62,14 @@ class SeededItems(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, item: tuple[int, int]):
+        # The items draw on the CPU generator alone. Seeding it directly, rather than through
+        # torch.manual_seed under fork_rng, skips the accelerator generators' lazy seeding, which records
+        # a stack trace on every call: about 0.3 ms an item, 5 ms of a 170 ms tiny training step.
         index, seed = item
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        generator = torch.default_generator
+        state = generator.get_state()
+        generator.manual_seed(seed)
+        try:
             return self.dataset[index]
+        finally:
+            generator.set_state(state)

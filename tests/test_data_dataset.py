@@ -7,6 +7,7 @@ import torch
 from data_modules.datamodule import DataConfig, FaceDataModule
 from data_modules.dataset import Dropout, FaceDataset, sample_dropout
 from data_modules.layouts import scan
+from data_modules.resumable import SeededItems
 from data_modules.split import SplitConfig, split_keys
 from facemogle.face_parts import NUM_CONDITION_MAPS, PALETTE
 from tests.test_data_trees import write_mm_tree
@@ -106,3 +107,21 @@ def test_datamodule_collates_batches_with_documented_shapes(tree):
     assert sizes == [4, 1, 1]
     val = next(iter(dm.val_dataloader()))
     assert val["cond_keep"].all() and val["caption"][0].endswith("first caption")
+
+
+def test_seeded_items_draw_from_the_item_seed_and_leave_the_global_generator_alone():
+    class Draws(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            return torch.rand(4)
+
+    items = SeededItems(Draws())
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first, again, other = items[(0, 7)], items[(2, 7)], items[(0, 8)]
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(7)
+    assert torch.equal(first, torch.rand(4)) and torch.equal(first, again)
+    assert not torch.equal(first, other)
