@@ -30,7 +30,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
-from data_modules.dataset import FaceDataset
+from data_modules.dataset import image_to_tensor, load_face
 from data_modules.layouts import scan
 from data_modules.split import SplitConfig, split_keys
 from facemogle.backbone import TinyFluxConfig, save_flux, tiny_flux
@@ -157,6 +157,17 @@ def _normalised_latents(backbone, images: torch.Tensor) -> torch.Tensor:
     return scale_latents(backbone.vae, raw)
 
 
+def _encode_captions(backbone, captions: list[list[str]], chunk: int = 256) -> list[TextEmbeddings]:
+    """Each face's captions encoded, `chunk` prompts a call (on 2 cores, 2.1x faster than a call per face
+    and bit-identical there: a prompt's embedding did not depend on its batch)."""
+    flat = [c for cs in captions for c in cs]
+    parts = [encode_prompts(backbone, flat[i : i + chunk]) for i in range(0, len(flat), chunk)]
+    sequence = torch.cat([p.sequence for p in parts])
+    pooled = torch.cat([p.pooled for p in parts])
+    bounds = torch.tensor([0] + [len(cs) for cs in captions]).cumsum(0).tolist()
+    return [TextEmbeddings(sequence[a:b], pooled[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 def pretrain(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
     scanned = scan(args.data)
@@ -165,10 +176,9 @@ def pretrain(args: argparse.Namespace) -> dict:
     records = [by_key[k] for k in train_keys]
     captions = [list(r.captions) for r in records]
     backbone = tiny_flux(TinyFluxConfig(), seed=args.seed, corpus=[c for cs in captions for c in cs])
-    faces = FaceDataset(records, args.resolution)
-    items = [faces[i] for i in range(len(faces))]
-    images = torch.stack([item["image"] for item in items])
-    labels = torch.stack([item["labels"] for item in items])
+    faces = [load_face(r, args.resolution) for r in records]  # no condition maps: stage 1 draws its own
+    images = torch.stack([image_to_tensor(image) for image, _ in faces])
+    labels = torch.stack([torch.from_numpy(mask).long() for _, mask in faces])
     work = Path(args.out).with_name(Path(args.out).name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     report = {"train_images": len(records)}
@@ -186,7 +196,7 @@ def pretrain(args: argparse.Namespace) -> dict:
     report["vae_seconds"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    text = [encode_prompts(backbone, cs) for cs in captions]
+    text = _encode_captions(backbone, captions)
     empty = encode_prompts(backbone, [""])
     data = DataLoader(
         LatentCaptions(latents, text, empty, args.text_dropout),

@@ -3,9 +3,15 @@ import json
 import torch
 
 from data_modules.synthetic import write_synthetic
-from experiments.pretrain_backbone import ImagesAndMaps, _normalised_latents, parse_args, pretrain
+from experiments.pretrain_backbone import (
+    ImagesAndMaps,
+    _encode_captions,
+    _normalised_latents,
+    parse_args,
+    pretrain,
+)
 from facemogle.backbone import TinyFluxConfig, load_flux, tiny_flux
-from facemogle.encode import encode_images
+from facemogle.encode import encode_images, encode_prompts
 from facemogle.face_parts import split_mask
 
 
@@ -22,6 +28,17 @@ def test_vae_samples_are_faces_or_the_faces_own_condition_maps():
             sample = maps[i]["image"]
             matches = [k for k in range(20) if torch.equal(sample, own[k])]
             assert matches and matches[0] in present  # never the empty map of an absent part
+
+
+def test_captions_encoded_in_chunks_are_each_faces_own_embeddings():
+    backbone = tiny_flux(TinyFluxConfig(), seed=0)
+    captions = [["a woman with black hair", "she smiles"], ["a man"], ["short hair", "glasses", "a beard"]]
+    chunked = _encode_captions(backbone, captions, chunk=2)  # chunks cross the faces' boundaries
+    assert [len(t) for t in chunked] == [2, 1, 3]
+    for got, caps in zip(chunked, captions, strict=True):
+        want = encode_prompts(backbone, caps)
+        torch.testing.assert_close(got.sequence, want.sequence)
+        torch.testing.assert_close(got.pooled, want.pooled)
 
 
 def test_pretrain_writes_a_loadable_flux_directory(tmp_path):
