@@ -56,10 +56,21 @@ def make_logger(config: Config):
     )
 
 
+class FinalLastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose last.ckpt also holds the final step. Lightning writes `last` only on the
+    every-N-steps schedule (its own end-of-training save is skipped once any `last` exists), so with
+    max_steps not a multiple of N the final steps would be in no checkpoint."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def make_callbacks(config: Config) -> list[L.Callback]:
     run_dir = Path(config.run_dir)
     callbacks = [
-        ModelCheckpoint(
+        FinalLastCheckpoint(
             dirpath=run_dir / CHECKPOINTS,
             filename="step-{step:06d}",
             auto_insert_metric_name=False,

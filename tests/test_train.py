@@ -40,6 +40,8 @@ def test_a_killed_and_resumed_run_ends_like_an_uninterrupted_one(setup):
         train(config(setup, "killed", 7), extra_callbacks=[KillAt(4)])
     resumed = train(config(setup, "killed", 7), resume=True)
     assert resumed.global_step == full.global_step == 7
+    # checkpoints every 3 steps, and last.ckpt at the end all the same
+    assert torch.load(setup / "full" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 7
     torch.testing.assert_close(resumed.callback_metrics["train/loss"], full.callback_metrics["train/loss"])
     a, b = (load_file(setup / run / "export" / "mogle.safetensors") for run in ("full", "killed"))
     for key in a:
