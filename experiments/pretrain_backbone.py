@@ -162,10 +162,10 @@ def _encode_captions(backbone, captions: list[list[str]], chunk: int = 256) -> l
     and bit-identical there: a prompt's embedding did not depend on its batch)."""
     flat = [c for cs in captions for c in cs]
     parts = [encode_prompts(backbone, flat[i : i + chunk]) for i in range(0, len(flat), chunk)]
-    sequence = torch.cat([p.sequence for p in parts])
-    pooled = torch.cat([p.pooled for p in parts])
-    bounds = torch.tensor([0] + [len(cs) for cs in captions]).cumsum(0).tolist()
-    return [TextEmbeddings(sequence[a:b], pooled[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    sizes = [len(cs) for cs in captions]
+    sequences = torch.cat([p.sequence for p in parts]).split(sizes)
+    pooled = torch.cat([p.pooled for p in parts]).split(sizes)
+    return [TextEmbeddings(s, p) for s, p in zip(sequences, pooled, strict=True)]
 
 
 def pretrain(args: argparse.Namespace) -> dict:
