@@ -20,7 +20,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from facemogle.backbone import FluxBackbone, TinyFluxConfig, tiny_flux
+from facemogle.backbone import FLUX_DEV, FluxBackbone, tiny_flux
 from facemogle.denoiser import Denoiser
 from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, text_ids
 from facemogle.face_parts import split_mask
@@ -29,20 +29,6 @@ from facemogle.flux_forward import ConditionSettings, flux_forward
 from facemogle.lora import LoRASettings, add_lora
 from facemogle.mogle import MoGLE
 from facemogle.packing import image_ids
-
-# FLUX.1-dev's transformer shapes (black-forest-labs/FLUX.1-dev transformer/config.json).
-FLUX_DEV = TinyFluxConfig(
-    num_layers=19,
-    num_single_layers=38,
-    num_heads=24,
-    head_dim=128,
-    axes_dims_rope=(16, 56, 56),
-    vae_channels=(128, 256, 512, 512),
-    vae_norm_groups=32,
-    text_dim=4096,
-    max_sequence_length=512,
-    guidance_embeds=True,
-)
 
 
 def make_inputs(backbone: FluxBackbone, batch: int, resolution: int, device) -> dict:
