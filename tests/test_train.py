@@ -4,7 +4,8 @@ from safetensors.torch import load_file
 
 from experiments.config import load_config
 from experiments.train import train
-from tests.run_fixtures import KillAt, write_workspace
+from facemogle.backbone import TinyFluxConfig, save_flux, tiny_flux
+from tests.run_fixtures import KillAt, RecordGuidance, write_workspace
 
 
 @pytest.fixture(scope="module")
@@ -60,31 +61,22 @@ def test_a_run_writes_checkpoints_export_and_metrics(setup):
     assert all("lora_" in k or k.startswith("denoiser.mogle.") for k in ckpt["state_dict"])
 
 
-def test_the_paper_config_starts_on_a_flux_shaped_directory(setup):
-    """flux_mmcelebahq.yaml as written (bf16, Prodigy, gradient checkpointing, accumulation, caching),
-    pointed at a saved tiny FLUX and a small data set, builds, caches and takes its first steps."""
-    paper = load_config(
-        "experiments/configs/flux_mmcelebahq.yaml",
-        [
-            f"run_dir={setup / 'paper'}",
-            f"backbone.path={setup / 'flux'}",
-            f"data.root={setup / 'data'}",
-            f"data.cache_dir={setup / 'cache'}",
-            "data.split.protocol=fraction",
-            "data.resolution=32",
-            "data.num_workers=0",
-            "data.cache_device=null",
-            "trainer.max_steps=2",
-            "trainer.devices=1",
-            "trainer.progress_bar=false",
-            "logger.kind=none",
-        ],
+def test_a_guidance_distilled_backbone_trains_and_validates_at_train_guidance(setup):
+    """FLUX.1-dev embeds a guidance scale: training and the validation loss pass train.guidance to it."""
+    save_flux(tiny_flux(TinyFluxConfig(guidance_embeds=True), seed=0), setup / "flux-guidance")
+    record = RecordGuidance()
+    cfg = config(
+        setup,
+        "guidance",
+        2,
+        f"backbone.path={setup / 'flux-guidance'}",
+        "train.guidance=1.5",
+        "trainer.val_check_interval=2",
     )
-    assert paper.train.optim.name == "prodigy" and paper.backbone.gradient_checkpointing
-    trainer = train(paper)
-    assert trainer.global_step == 2
-    assert trainer.lightning_module.backbone.transformer.dtype == torch.bfloat16
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    trainer = train(cfg, extra_callbacks=[record])
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["val/loss"])
+    assert record.seen["train"] and set(record.seen["train"]) == {1500.0}
+    assert record.seen["validate"] and set(record.seen["validate"]) == {1500.0}
 
 
 @pytest.fixture(scope="module")
