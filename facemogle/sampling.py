@@ -99,7 +99,7 @@ def sample(
 
     gate_weights = []
     for i, timestep in enumerate(scheduler.timesteps):
-        t = scheduler.sigmas[i].to(device=device, dtype=dtype).expand(n)
+        t = scheduler.sigmas[i].to(device).expand(n)  # float32: FLUX casts it; the gate needs it exact
         velocity, weights = _guided_velocity(
             denoiser,
             latents,

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from facemogle.backbone import TinyFluxConfig, tiny_flux
 from facemogle.denoiser import Denoiser, flow_matching_loss
 from facemogle.encode import encode_masks, encode_prompts
 from facemogle.mogle import MoGLE
@@ -49,6 +50,16 @@ def test_text_only_sampling_uses_no_mask_condition_at_all(backbone, denoiser):
     assert calls == [] and out.gate_weights == []
 
 
+def test_a_bfloat16_backbone_hands_the_gate_the_exact_float32_sigma(masks):
+    backbone = tiny_flux(TinyFluxConfig()).to(dtype=torch.bfloat16)
+    denoiser = Denoiser(backbone.transformer, MoGLE().to(torch.bfloat16))
+    seen = []
+    denoiser.mogle.gate.register_forward_hook(lambda module, args, out: seen.append(args[2]))
+    out = sample(backbone, denoiser, None, masks, height=64, width=64, settings=SampleSettings(steps=3))
+    assert [t.dtype for t in seen] == [torch.float32] * 3
+    torch.testing.assert_close(torch.stack([t[0] for t in seen]), out.sigmas, atol=0, rtol=0)
+
+
 def test_gate_sees_the_same_timestep_in_training_and_sampling(backbone, denoiser, masks):
     seen = []
     denoiser.mogle.gate.register_forward_hook(lambda module, args, out: seen.append(args[2].clone()))
@@ -67,8 +78,6 @@ def test_gate_sees_the_same_timestep_in_training_and_sampling(backbone, denoiser
 
 
 def test_guidance_embedding_backbones_take_guidance_in_one_pass(masks):
-    from facemogle.backbone import TinyFluxConfig, tiny_flux
-
     backbone = tiny_flux(TinyFluxConfig(guidance_embeds=True))
     denoiser = Denoiser(backbone.transformer, MoGLE())
     calls = []
