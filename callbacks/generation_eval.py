@@ -9,6 +9,9 @@ What it needs (structural, no base class):
 
 DDP: each rank samples a contiguous share of the subset; metric states sync in compute(), so every
 rank gets the single-process value. Logged by every rank (same value), images by rank zero.
+
+The text mode's condition (SampleOutput.text_only_condition: an all-background mask or none) goes to the
+loggers' hyperparameters as `PREFIX/text/text_only_condition`, beside the metrics it qualifies.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class ModeResult:
     metrics: dict[str, float]
     shown: SampleOutput | None = None  # the first batch of rank zero, for pictures
     shown_range: range = field(default_factory=lambda: range(0))
+    text_only_condition: str | None = None  # what stood in for the mask, in text mode
 
 
 class GenerationEvaluator(L.Callback):
@@ -164,6 +168,8 @@ class GenerationEvaluator(L.Callback):
             pl_module.log_dict(values, sync_dist=False)
             if trainer.is_global_zero and result.shown is not None:
                 self._log_pictures(trainer, subset, mode, result)
+            if trainer.is_global_zero and result.text_only_condition is not None:
+                log_settings(trainer, {f"{prefix}/{mode}/text_only_condition": result.text_only_condition})
         self.last = {mode: r.metrics for mode, r in results.items()}
         return self.last
 
@@ -198,6 +204,7 @@ class GenerationEvaluator(L.Callback):
             metrics.update(out.images, captions, labels)
             if result.shown is None:
                 result.shown, result.shown_range = out, part
+                result.text_only_condition = out.text_only_condition
         result.metrics = metrics.compute()
         return result
 
@@ -214,11 +221,17 @@ class GenerationEvaluator(L.Callback):
             )
             log_images(trainer, f"{key}/samples", [grid])
         g = min(self.config.gate_maps, len(part))
-        if g and out.gate_weights:
+        if g and out.gate_weights and "mask" in mode:  # text mode's gate saw no mask of these faces
             regions = region_gate_weights(
                 [w[:g] for w in out.gate_weights], subset.labels[part.start : part.start + g]
             )
             log_images(trainer, f"{key}/gate_maps", [gate_map(regions[i], out.sigmas) for i in range(g)])
+
+
+def log_settings(trainer: L.Trainer, settings: dict[str, str]) -> None:
+    """Settings that qualify logged metrics, as every logger's hyperparameters."""
+    for logger in trainer.loggers:
+        logger.log_hyperparams(settings)
 
 
 def log_images(trainer: L.Trainer, key: str, images: list[np.ndarray]) -> None:

@@ -4,7 +4,9 @@
 
 writes RUN_DIR/eval/SPLIT.json ({mode: {fid, kid, kid_std, cmmd, clip_score, mask_miou, pixel_acc, n,
 iou: {part: value}}, "meta": {...}}) and RUN_DIR/eval/SPLIT.md (the paper's columns). Faces are the
-split's first N in key order, with their first caption; item i is sampled from seed + i.
+split's first N in key order, with their first caption; item i is sampled from seed + i. The text mode is
+conditioned as `--text-only-condition none|background` says (default: the run's
+train.sample.text_only_condition; facemogle.sampling explains both); meta and the table record it.
 Evaluator models default to the small synthetic ones (facemogle.evaluators.EvaluatorConfig); for real
 data pass --features inception --clip DIR --parser DIR. Real-image features are cached in --cache-dir,
 keyed by the data, the resolution and the evaluator models, so they are computed once per data set.
@@ -31,7 +33,7 @@ from experiments.run_io import load_run
 from facemogle.evaluators import EvaluatorConfig
 from facemogle.face_parts import PARTS
 from facemogle.metrics.suite import GenerationMetrics, MetricsConfig, RealFeatures, build_generation_metrics
-from facemogle.sampling import SampleSettings, sample
+from facemogle.sampling import TEXT_ONLY_CONDITIONS, SampleSettings, sample
 
 SPLITS = ("train", "val", "test")
 COLUMNS = (  # json key, table header, format
@@ -43,6 +45,7 @@ COLUMNS = (  # json key, table header, format
     ("pixel_acc", "Pixel Acc ↑", "{:.3f}"),
     ("n", "n", "{:d}"),
 )
+TEXT_ONLY_LABELS = {"background": "all-background mask", "none": "no condition tokens"}
 
 
 def split_records(config, split: str, n: int | None) -> list[FaceRecord]:
@@ -137,7 +140,8 @@ def evaluate_mode(run, metrics, images, labels, captions, mode, settings, seed, 
     return result
 
 
-def markdown_table(results: dict[str, dict], title: str) -> str:
+def markdown_table(results: dict[str, dict], title: str, text_only_condition: str) -> str:
+    """The paper's columns, a row per mode; the text row names its `text_only_condition`."""
     lines = [f"# {title}", "", "| Mode | " + " | ".join(h for _, h, _ in COLUMNS) + " |"]
     lines.append("|---|" + "---:|" * len(COLUMNS))
     for mode, values in results.items():
@@ -145,7 +149,10 @@ def markdown_table(results: dict[str, dict], title: str) -> str:
         for key, _, fmt in COLUMNS:
             v = values.get(key)
             cells.append("–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v))
-        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+        label = f"text ({TEXT_ONLY_LABELS[text_only_condition]})" if mode == "text" else mode
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if "text" in results:
+        lines += ["", f"text: `text_only_condition: {text_only_condition}` (facemogle.sampling)."]
     return "\n".join(lines) + "\n"
 
 
@@ -162,6 +169,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--steps", type=int, default=None, help="sampling steps (default: the run's train.sample)"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--text-only-condition",
+        choices=TEXT_ONLY_CONDITIONS,
+        default=None,
+        help="text mode: an all-background mask as the condition, or no condition tokens "
+        "(default: the run's train.sample.text_only_condition)",
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     defaults = EvaluatorConfig()
     ap.add_argument("--features", default=defaults.features, help="FID/KID features: clip | inception")
@@ -197,6 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     settings = SampleSettings(**vars(run.config.train.sample))
     if args.steps is not None:
         settings.steps = args.steps
+    if args.text_only_condition is not None:
+        settings.text_only_condition = args.text_only_condition
 
     records = split_records(run.config, args.split, args.n)
     images, labels, captions = load_faces(records, run.config.data.resolution)
@@ -235,10 +251,12 @@ def main(argv: list[str] | None = None) -> dict:
         "n": len(records),
         "seed": args.seed,
         "sample": vars(settings),
+        "text_only_condition": settings.text_only_condition if "text" in modes else None,
         "evaluators": vars(evaluators),
     }
     (out_dir / f"{args.split}.json").write_text(json.dumps({**results, "meta": meta}, indent=2))
-    table = markdown_table(results, f"{Path(args.run).name}: {args.split} split, {len(records)} faces")
+    title = f"{Path(args.run).name}: {args.split} split, {len(records)} faces"
+    table = markdown_table(results, title, settings.text_only_condition)
     (out_dir / f"{args.split}.md").write_text(table)
     print(table)
     print(f"wrote {out_dir / (args.split + '.json')} and {out_dir / (args.split + '.md')}")

@@ -5,7 +5,8 @@
     python -m experiments.sample --run runs/tiny --mask m.png --region-scale hair=1.5 --out samples/
 
 A prompt alone is text-to-face, a mask alone mask-to-face, both text+mask-to-face. Masks are label
-maps (palette, grayscale or RGB palette colours). `--region-scale PART=S` multiplies that region
+maps (palette, grayscale or RGB palette colours). `--text-only-condition none|background` overrides how
+text-to-face is conditioned (facemogle.sampling; the run's `train.sample.text_only_condition` otherwise). `--region-scale PART=S` multiplies that region
 expert's contribution (PART in facemogle.face_parts.PARTS, or `global`).
 """
 
@@ -23,7 +24,7 @@ from data_modules.layouts import read_label_map
 from experiments.run_io import load_run
 from facemogle.face_parts import PARTS
 from facemogle.mogle import MoGLEConfig
-from facemogle.sampling import SampleSettings, sample
+from facemogle.sampling import TEXT_ONLY_CONDITIONS, SampleSettings, sample
 
 
 def expert_scale(config: MoGLEConfig, pairs: list[str]) -> torch.Tensor | None:
@@ -75,6 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--guidance", type=float, help="FLUX guidance embedding (guidance-distilled backbones)")
     p.add_argument("--text-scale", type=float, help="true CFG text scale")
     p.add_argument("--mask-scale", type=float, help="true CFG mask scale")
+    p.add_argument(
+        "--text-only-condition",
+        choices=TEXT_ONLY_CONDITIONS,
+        help="text mode: an all-background mask as the condition, or no condition tokens "
+        "(default: the run's train.sample.text_only_condition)",
+    )
     p.add_argument("--region-scale", nargs="*", default=[], metavar="PART=S")
     p.add_argument("--batch", type=int, default=8)
     args = p.parse_args(argv)
@@ -91,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         "guidance": args.guidance,
         "text_scale": args.text_scale,
         "mask_scale": args.mask_scale,
+        "text_only_condition": args.text_only_condition,
     }
     settings = SampleSettings(**{**defaults, **{k: v for k, v in chosen.items() if v is not None}})
     scale = expert_scale(run.config.model.mogle, args.region_scale)

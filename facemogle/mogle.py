@@ -36,8 +36,8 @@ class MoGLEConfig:
     gate: GateKind = "dynamic"
     experts: ExpertKind = "mlp"
     expert_set: ExpertSet = "all"
-    # 1000 matches the scale FLUX's own timestep embedding sees. Weights trained by the official code saw
-    # raw t in [0, 1]: load those with time_scale=1.0 (facemogle.official does).
+    # 1000 matches the scale FLUX's own timestep embedding sees, and the official sampler's gate input
+    # (facemogle.official explains its two conventions and loads released weights with either).
     time_scale: float = 1000.0
 
     def __post_init__(self) -> None:
@@ -117,7 +117,8 @@ class DynamicGate(nn.Module):
     def forward(
         self, global_tokens: torch.Tensor, noisy_tokens: torch.Tensor, t: torch.Tensor
     ) -> torch.Tensor:
-        temb = self.time_embed(self.time_proj(t * self.time_scale).to(global_tokens.dtype))  # (b, d)
+        # float32: in bf16, t * 1000 would round to a multiple of 4 near 1000, too coarse for the sinusoids
+        temb = self.time_embed(self.time_proj(t.float() * self.time_scale).to(global_tokens.dtype))  # (b, d)
         fused = global_tokens + self.noise_proj(noisy_tokens) + temb.unsqueeze(1)  # (b, l, d)
         return self.mlp(fused)  # (b, l, e)
 

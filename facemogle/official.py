@@ -6,20 +6,34 @@ Key layout of the official MoGLE state dict (github.com/XavierJiezou/Face-MoGLE,
     gating.timestep_embedding.linear_{1,2}.{weight,bias}   Linear(64, 64) x 2
     gating.noise_proj.{weight,bias}                Linear(64, 64)
     gating.gate.{0,2}.{weight,bias}                Linear(64, 64), Linear(64, 20)
-(`gating.time_proj` is a parameter-free sinusoidal embedding.) The official training fed the gate raw
-t in [0, 1], so these weights load into a MoGLE with time_scale=1.0. The released LoRA is a diffusers
-FLUX LoRA file: load it with facemogle.lora.load_lora.
+(`gating.time_proj` is a parameter-free sinusoidal embedding.) The released LoRA is a diffusers FLUX
+LoRA file: load it with facemogle.lora.load_lora.
+
+Timestep conventions. Our MoGLE embeds `t * time_scale` for the noise level t in [0, 1]. The official
+code feeds its gate two different values for the same noise level:
+    sampler   src/flux/generate.py calls `mogle(condition_latents, latents, t)` once per step with t from
+              the scheduler's `timesteps`, i.e. sigma * 1000, while the transformer gets timestep / 1000.
+              Every published image and number was made this way: time_scale=1000.
+    training  src/train/model.py passes the same t = sigmoid(randn) in [0, 1] to the gate and to the
+              transformer: time_scale=1.
+`load_official_mogle` defaults to "sampler", which reproduces the released weights' outputs; "training"
+gives the gate the inputs it was trained on, for fine-tuning from the release with our training loop
+(which, like our sampler, feeds the gate the same t as the transformer).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 from safetensors.torch import load_file
 
 from facemogle.face_parts import NUM_PARTS
 from facemogle.mogle import MoGLE, MoGLEConfig
+
+OfficialConvention = Literal["sampler", "training"]
+OFFICIAL_TIME_SCALES: dict[str, float] = {"sampler": 1000.0, "training": 1.0}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -70,9 +84,24 @@ def convert_official_mogle(official: dict[str, torch.Tensor], config: MoGLEConfi
     return out
 
 
-def load_official_mogle(path: str | Path, token_dim: int = 64, expert_hidden: int = 32) -> MoGLE:
-    """Build a MoGLE matching the official release and load its weights, every shape checked."""
-    config = MoGLEConfig(token_dim=token_dim, expert_hidden=expert_hidden, time_scale=1.0)
+def load_official_mogle(
+    path: str | Path,
+    token_dim: int = 64,
+    expert_hidden: int = 32,
+    convention: OfficialConvention = "sampler",
+) -> MoGLE:
+    """Build a MoGLE matching the official release and load its weights, every shape checked.
+
+    convention: "sampler" (time_scale 1000, as the official generate() drives the gate) or "training"
+    (time_scale 1, the official training's inputs); see the module docstring."""
+    if convention not in OFFICIAL_TIME_SCALES:
+        raise ValueError(
+            f"load_official_mogle({str(path)!r}): convention={convention!r}, expected one of "
+            f"{sorted(OFFICIAL_TIME_SCALES)}"
+        )
+    config = MoGLEConfig(
+        token_dim=token_dim, expert_hidden=expert_hidden, time_scale=OFFICIAL_TIME_SCALES[convention]
+    )
     mogle = MoGLE(config)
     converted = convert_official_mogle(read_state_dict(path), config)
     expected = mogle.state_dict()

@@ -5,11 +5,20 @@ Without one (the tiny backbone, trained here with text and mask dropout) guidanc
 classifier-free guidance composed over the two conditions, with separate scales:
     v = v(-, -) + mask_scale * (v(-, m) - v(-, -)) + text_scale * (v(c, m) - v(-, m))
 where "-" is the empty prompt or no mask condition at all.
+
+Text-to-face (`SampleSettings.text_only_condition`): "background", the default, gives the model the
+condition tokens of an all-background label map, as the official Face-MoGLE code does whenever it has
+no mask (its sampler always passes condition tokens), so LoRA and MoGLE act and a checkpoint's
+text-to-face output is its own; "none" passes no condition tokens, which leaves the bare backbone
+wherever LoRA acts on condition tokens only (`lora_on_image: false`). Under true CFG the background map
+is in both passes and only the text is guided:
+    v = v(-, bg) + text_scale * (v(c, bg) - v(-, bg))
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -20,7 +29,11 @@ from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from facemogle.backbone import FluxBackbone
 from facemogle.denoiser import Denoiser
 from facemogle.encode import TextEmbeddings, decode_tokens, encode_masks, encode_prompts
+from facemogle.face_parts import PART_INDEX
 from facemogle.packing import image_ids
+
+TextOnlyCondition = Literal["none", "background"]
+TEXT_ONLY_CONDITIONS: tuple[str, ...] = get_args(TextOnlyCondition)
 
 
 @dataclass
@@ -29,6 +42,16 @@ class SampleSettings:
     guidance: float = 3.5  # FLUX guidance embedding, when the backbone has one
     text_scale: float = 3.5  # true CFG scales otherwise
     mask_scale: float = 1.5
+    # Text-to-face: "background" (an all-background label map as the mask condition, as the official code
+    # samples; the model's LoRA and MoGLE act) or "none" (no condition tokens: the backbone alone).
+    text_only_condition: TextOnlyCondition = "background"
+
+    def __post_init__(self) -> None:
+        if self.text_only_condition not in TEXT_ONLY_CONDITIONS:
+            raise ValueError(
+                f"text_only_condition={self.text_only_condition!r} (train.sample.text_only_condition, "
+                f"--text-only-condition): expected one of {TEXT_ONLY_CONDITIONS}"
+            )
 
 
 @dataclass
@@ -36,6 +59,7 @@ class SampleOutput:
     images: torch.Tensor  # (b, 3, H, W) in [0, 1]
     gate_weights: list[torch.Tensor]  # per step, MoGLE's weights (b, l, e) for the conditioned pass
     sigmas: torch.Tensor  # (steps,) noise levels visited
+    text_only_condition: TextOnlyCondition | None = None  # text-to-face: what stood in for the mask
 
 
 def initial_noise(n: int, seq_len: int, dim: int, seed: int, device, dtype) -> torch.Tensor:
@@ -69,8 +93,9 @@ def sample(
     seed: int = 0,
     expert_scale: torch.Tensor | None = None,
 ) -> SampleOutput:
-    """prompts: b captions, or None for mask-to-face; masks: (b, H, W) labels, or None for text-to-face.
-    Masks of another size are resized (nearest) to height x width."""
+    """prompts: b captions, or None for mask-to-face; masks: (b, H, W) labels, or None for text-to-face
+    (conditioned as `settings.text_only_condition` says). Masks of another size are resized (nearest) to
+    height x width."""
     if prompts is None and masks is None:
         raise ValueError("sample() needs prompts, masks, or both")
     settings = settings or SampleSettings()
@@ -86,6 +111,9 @@ def sample(
 
     empty = encode_prompts(backbone, [""] * n)
     text = encode_prompts(backbone, prompts) if prompts is not None else empty
+    text_only = None if masks is not None else settings.text_only_condition
+    if text_only == "background":
+        masks = torch.full((n, height, width), PART_INDEX["background"], dtype=torch.long)
     cond = None
     if masks is not None:
         masks = F.interpolate(masks[:, None].float(), size=(height, width), mode="nearest")[:, 0].long()
@@ -97,7 +125,7 @@ def sample(
 
     gate_weights = []
     for i, timestep in enumerate(scheduler.timesteps):
-        t = scheduler.sigmas[i].to(device=device, dtype=dtype).expand(n)
+        t = scheduler.sigmas[i].to(device).expand(n)  # float32: FLUX casts it; the gate needs it exact
         velocity, weights = _guided_velocity(
             denoiser,
             latents,
@@ -109,24 +137,27 @@ def sample(
             guidance,
             settings,
             prompts is not None,
+            text_only is None,
             expert_scale,
         )
         if weights is not None:
             gate_weights.append(weights.float().cpu())
         latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
     images = decode_tokens(backbone, latents, height, width)
-    return SampleOutput(images, gate_weights, scheduler.sigmas[:-1].clone())
+    return SampleOutput(images, gate_weights, scheduler.sigmas[:-1].clone(), text_only)
 
 
-def _guided_velocity(denoiser, latents, t, text, empty, cond, ids, guidance, s, has_text, expert_scale):
+def _guided_velocity(
+    denoiser, latents, t, text, empty, cond, ids, guidance, s, has_text, has_mask, expert_scale
+):
     def v(txt: TextEmbeddings, c):
         return denoiser(latents, t, txt, ids, c, guidance=guidance, expert_scale=expert_scale)
 
     full = v(text, cond)
     if guidance is not None:
         return full.velocity, full.gate_weights
-    if cond is None:  # text only
-        return _cfg(v(empty, None).velocity, full.velocity, s.text_scale), None
+    if not has_mask:  # text only: no condition tokens, or the background map's in both passes
+        return _cfg(v(empty, cond).velocity, full.velocity, s.text_scale), full.gate_weights
     if not has_text:  # mask only
         return _cfg(v(empty, None).velocity, full.velocity, s.mask_scale), full.gate_weights
     masked = v(empty, cond).velocity

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 from callbacks import EvalSubset, GenerationEvalConfig, GenerationEvaluator
@@ -26,10 +27,11 @@ class PerfectGenerator(L.LightningModule):
     """Returns the subset's real image of item seed + i, so every metric is perfect when the callback
     keeps seeds, masks and captions of each item together; records what it was asked."""
 
-    def __init__(self, subset: EvalSubset):
+    def __init__(self, subset: EvalSubset, text_only_condition: str = "background"):
         super().__init__()
         self.layer = torch.nn.Linear(2, 1)
         self.subset = subset
+        self.text_only_condition = text_only_condition
         self.calls: list[tuple[bool, bool, int, int]] = []
 
     def generate(self, prompts, masks, seed):
@@ -43,7 +45,8 @@ class PerfectGenerator(L.LightningModule):
         tokens = (SIZE // 16) ** 2
         gates = [torch.softmax(torch.randn(n, tokens, EXPERTS), -1) for _ in range(STEPS)]
         images = (self.subset.images[index] + 1) / 2
-        return SampleOutput(images, gates, torch.linspace(1, 1 / STEPS, STEPS))
+        text_only = self.text_only_condition if masks is None else None
+        return SampleOutput(images, gates, torch.linspace(1, 1 / STEPS, STEPS), text_only)
 
     def training_step(self, batch, batch_idx):
         return self.layer(batch[0]).pow(2).mean()
@@ -96,6 +99,35 @@ def test_callback_logs_perfect_metrics_grids_and_gate_maps_every_n_steps_and_at_
     assert "eval_mask_gate_maps_step000004_1.png" in images
     assert metrics.num_real == N  # real features computed once
     assert module.training
+
+
+@pytest.mark.parametrize("text_only_condition", ["background", "none"])
+def test_the_text_modes_condition_is_logged_beside_its_metrics_and_it_draws_no_gate_maps(
+    tmp_path, text_only_condition
+):
+    subset = make_subset()
+    clip = tiny_clip()
+    metrics = GenerationMetrics(clip, clip=clip, parser=PaletteParser())
+    config = GenerationEvalConfig(every_n_steps=1, on_validation=False, modes=("text", "mask"), batch_size=N)
+    trainer = L.Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path),
+        callbacks=[GenerationEvaluator(metrics, config, subset)],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(PerfectGenerator(subset, text_only_condition))
+    logs = tmp_path / "lightning_logs" / "version_0"
+    hparams = yaml.safe_load((logs / "hparams.yaml").read_text())
+    assert hparams == {"eval/text/text_only_condition": text_only_condition}
+    images = {p.name for p in (logs / "images").iterdir()}
+    assert "eval_text_samples_step000001_0.png" in images
+    assert "eval_mask_gate_maps_step000001_0.png" in images
+    assert not any(name.startswith("eval_text_gate_maps") for name in images)
 
 
 def test_shares_are_contiguous_and_cover_the_subset():

@@ -73,6 +73,28 @@ def test_evaluate_writes_json_and_table_and_reuses_real_features(backbone, evalu
     assert "| text+mask |" in table and "CMMD" in table and "Mask mIoU" in table
 
 
+def test_evaluate_records_how_the_text_mode_was_conditioned(backbone, evaluator_dirs, tmp_path):
+    data = write_synthetic(tmp_path / "faces", n=4, size=64, seed=0)
+    flux = save_flux(backbone, tmp_path / "flux")
+    overrides = [f"backbone.path={flux}", f"run_dir={tmp_path / 'run'}", f"data.root={data}"]
+    config = load_config(
+        overrides=[*overrides, "data.split.protocol=fraction", "data.split.test_fraction=0.5"]
+    )
+    assert config.train.sample.text_only_condition == "background"  # the run's default, overridden below
+    export_run(config.run_dir, config, build_module(config).denoiser)
+    clip_dir, parser_dir = evaluator_dirs
+    argv = [
+        *("--run", config.run_dir, "--split", "test", "--n", "2", "--modes", "text"),
+        *("--steps", "1", "--batch-size", "2", "--clip", str(clip_dir), "--parser", str(parser_dir)),
+        *("--cache-dir", "", "--device", "cpu", "--text-only-condition", "none"),
+    ]
+    evaluate.main(argv)
+    meta = json.loads((tmp_path / "run" / "eval" / "test.json").read_text())["meta"]
+    assert meta["text_only_condition"] == meta["sample"]["text_only_condition"] == "none"
+    table = (tmp_path / "run" / "eval" / "test.md").read_text()
+    assert "| text (no condition tokens) |" in table and "`text_only_condition: none`" in table
+
+
 def test_evaluate_rejects_unknown_modes(tmp_path):
     with pytest.raises(ValueError, match="--modes"):
         evaluate.main(["--run", str(tmp_path), "--modes", "text,sketch"])

@@ -55,6 +55,14 @@ def test_dynamic_gate_varies_over_tokens_and_timesteps():
     assert (w - w_other_t).abs().max() > 1e-4
 
 
+def test_the_gate_scales_a_bfloat16_noise_level_in_float32():
+    mogle = MoGLE()
+    cond, noisy, _ = inputs()
+    t = torch.tensor([0.9873, 0.4312]).bfloat16()
+    # in bf16, t * 1000 would land on a multiple of 4 and shift every sinusoid of the embedding
+    torch.testing.assert_close(mogle(cond, noisy, t).weights, mogle(cond, noisy, t.float()).weights)
+
+
 def test_disabled_gate_sums_expert_outputs():
     mogle = MoGLE(MoGLEConfig(gate="none"))
     cond, noisy, t = inputs()

@@ -1,36 +1,58 @@
+"""Released Face-MoGLE weights: key conversion, and the two timestep conventions of the official code.
+
+The official sampler (src/flux/generate.py) calls its MoGLE once per step with the scheduler's timestep
+(sigma x 1000); its training (src/train/model.py) passes t in [0, 1]. `official_forward` is the official
+computation; the tests drive it as each of those drives it and compare our loaded MoGLE.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
 import pytest
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.models.embeddings import get_timestep_embedding
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
 from safetensors.torch import save_file
 
+from facemogle.denoiser import Denoiser
+from facemogle.flow import TimestepSampling
 from facemogle.official import load_official_mogle
+from facemogle.sampling import SampleSettings, make_scheduler, sample
+
+FLUX_DEV_STEPS = 28  # FluxPipeline's default, which the official generate() keeps
+PAPER_TOKENS = 1024  # 512^2 images: 64^2 latents packed 2x2
 
 
 def official_state_dict(d=64, h=32, seed=0):
-    """A state dict in the official release's key layout and shapes."""
+    """A state dict in the official release's key layout and shapes, at nn.Linear's weight scale."""
     g = torch.Generator().manual_seed(seed)
+
+    def linear(name, out_dim, in_dim):
+        sd[f"{name}.weight"] = torch.randn(out_dim, in_dim, generator=g) * in_dim**-0.5
+        sd[f"{name}.bias"] = torch.randn(out_dim, generator=g) * in_dim**-0.5
+
     sd = {}
     for name in ["global_expert"] + [f"local_experts.{i}" for i in range(19)]:
-        sd[f"{name}.net.0.weight"] = torch.randn(h, d, generator=g)
-        sd[f"{name}.net.0.bias"] = torch.randn(h, generator=g)
-        sd[f"{name}.net.2.weight"] = torch.randn(d, h, generator=g)
-        sd[f"{name}.net.2.bias"] = torch.randn(d, generator=g)
-    for name, shape in {
-        "gating.timestep_embedding.linear_1": (d, d),
-        "gating.timestep_embedding.linear_2": (d, d),
-        "gating.noise_proj": (d, d),
-        "gating.gate.0": (d, d),
-        "gating.gate.2": (20, d),
-    }.items():
-        sd[f"{name}.weight"] = torch.randn(*shape, generator=g)
-        sd[f"{name}.bias"] = torch.randn(shape[0], generator=g)
+        linear(f"{name}.net.0", h, d)
+        linear(f"{name}.net.2", d, h)
+    for name in ("gating.timestep_embedding.linear_1", "gating.timestep_embedding.linear_2"):
+        linear(name, d, d)
+    linear("gating.noise_proj", d, d)
+    linear("gating.gate.0", d, d)
+    linear("gating.gate.2", 20, d)
     return sd
 
 
-def official_forward(sd, cond, noisy, t):
-    """The official MoGLE computation written out from its published description."""
-    lin = torch.nn.functional.linear
-    from diffusers.models.embeddings import get_timestep_embedding
+class OfficialOutput(NamedTuple):
+    tokens: torch.Tensor  # (b, l, d)
+    weights: torch.Tensor  # (b, l, 20)
 
+
+def official_forward(sd, cond, noisy, t) -> OfficialOutput:
+    """The official MoGLE computation written out from its published description; t is what the caller
+    hands the module, embedded as it is."""
+    lin = torch.nn.functional.linear
     temb = get_timestep_embedding(t, 64, flip_sin_to_cos=True, downscale_freq_shift=0)
     temb = lin(
         torch.nn.functional.silu(lin(temb, *_wb(sd, "gating.timestep_embedding.linear_1"))),
@@ -46,11 +68,31 @@ def official_forward(sd, cond, noisy, t):
         ],
         2,
     )
-    return (outs * weights[..., None]).sum(2)
+    return OfficialOutput((outs * weights[..., None]).sum(2), weights)
 
 
 def _wb(sd, name):
     return sd[f"{name}.weight"], sd[f"{name}.bias"]
+
+
+def official_sampler_timesteps(scheduler_config, steps: int, seq_len: int) -> torch.Tensor:
+    """The per-step values the official generate() hands its MoGLE: FluxPipeline's sigmas and shift,
+    through retrieve_timesteps, as the scheduler's `timesteps`."""
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(scheduler_config)
+    cfg = scheduler.config
+    mu = calculate_shift(
+        seq_len, cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.base_shift, cfg.max_shift
+    )
+    sigmas = np.linspace(1.0, 1 / steps, steps)
+    timesteps, _ = retrieve_timesteps(scheduler, steps, "cpu", None, sigmas, mu=mu)
+    return timesteps
+
+
+@pytest.fixture
+def official_file(tmp_path):
+    sd = official_state_dict()
+    save_file(sd, tmp_path / "mogle.safetensors")
+    return sd, tmp_path / "mogle.safetensors"
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
@@ -58,11 +100,85 @@ def test_official_layout_loads_and_computes_the_official_mixture(tmp_path, suffi
     sd = official_state_dict()
     path = tmp_path / f"mogle{suffix}"
     save_file(sd, path) if suffix == ".safetensors" else torch.save(sd, path)
-    mogle = load_official_mogle(path)
+    mogle = load_official_mogle(path, convention="training")
     cond, noisy, t = torch.randn(2, 20, 16, 64), torch.randn(2, 16, 64), torch.rand(2)
     torch.testing.assert_close(
-        mogle(cond, noisy, t).tokens, official_forward(sd, cond, noisy, t), atol=1e-4, rtol=1e-4
+        mogle(cond, noisy, t).tokens, official_forward(sd, cond, noisy, t).tokens, atol=1e-5, rtol=1e-5
     )
+
+
+def test_over_flux_devs_28_steps_the_default_reproduces_the_official_sampler_and_training_its_training(
+    backbone, official_file
+):
+    """Paper shapes, FLUX.1-dev's scheduler, latents moving along a flow trajectory as in sampling. The
+    official sampler's MoGLE gets timestep = sigma x 1000, its training t in [0, 1]; ours gets sigma."""
+    sd, path = official_file
+    default, training = load_official_mogle(path), load_official_mogle(path, convention="training")
+    assert (default.config.time_scale, training.config.time_scale) == (1000.0, 1.0)
+    ours = make_scheduler(backbone, FLUX_DEV_STEPS, PAPER_TOKENS)
+    official_t = official_sampler_timesteps(backbone.scheduler.config, FLUX_DEV_STEPS, PAPER_TOKENS)
+    torch.testing.assert_close(ours.sigmas[:-1] * default.config.time_scale, official_t, atol=0, rtol=0)
+
+    g = torch.Generator().manual_seed(0)
+    cond = torch.randn(1, 20, PAPER_TOKENS, 64, generator=g)
+    x0, noise = torch.randn(2, 1, PAPER_TOKENS, 64, generator=g)
+    latents, worst_training_as_sampler = noise, 0.0
+    with torch.no_grad():
+        for i, timestep in enumerate(ours.timesteps):
+            sigma = ours.sigmas[i].expand(1)  # what our sampler passes (facemogle.sampling.sample)
+            as_sampler = official_forward(sd, cond, latents, official_t[i].expand(1))
+            as_training = official_forward(sd, cond, latents, sigma)
+            for mine, theirs in (
+                (default(cond, latents, sigma), as_sampler),
+                (training(cond, latents, sigma), as_training),
+            ):
+                torch.testing.assert_close(mine.tokens, theirs.tokens, atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(mine.weights, theirs.weights, atol=1e-5, rtol=1e-5)
+            gap = (training(cond, latents, sigma).weights - as_sampler.weights).abs().max()
+            worst_training_as_sampler = max(worst_training_as_sampler, float(gap))
+            latents = ours.step(noise - x0, timestep, latents, return_dict=False)[0]
+    # the training convention does not reproduce the released images: the gate mixes the experts otherwise
+    assert worst_training_as_sampler > 0.1
+
+
+def test_the_training_convention_gives_the_gate_the_official_trainings_inputs(official_file):
+    """src/train/model.py: t = sigmoid(randn), x_t = (1 - t) x0 + t noise, the same t to MoGLE and FLUX."""
+    sd, path = official_file
+    mogle = load_official_mogle(path, convention="training")
+    g = torch.Generator().manual_seed(1)
+    t = TimestepSampling().sample(4, generator=g)  # logit-normal (0, 1): the official sigmoid(randn)
+    cond = torch.randn(4, 20, 64, 64, generator=g)
+    x0, noise = torch.randn(2, 4, 64, 64, generator=g)
+    x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * noise
+    ours, theirs = mogle(cond, x_t, t), official_forward(sd, cond, x_t, t)
+    torch.testing.assert_close(ours.tokens, theirs.tokens, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ours.weights, theirs.weights, atol=1e-5, rtol=1e-5)
+
+
+def test_our_sampler_drives_released_weights_as_the_official_sampler_does(backbone, official_file):
+    """The real sample() on the tiny backbone (64 tokens of width 64): at every step the loaded MoGLE's
+    output equals the official module's given the official timestep for that step."""
+    sd, path = official_file
+    denoiser = Denoiser(backbone.transformer, load_official_mogle(path))
+    calls = []
+    denoiser.mogle.register_forward_hook(lambda module, args, out: calls.append((*args[:3], out)))
+    masks = torch.randint(0, 19, (1, 64, 64), generator=torch.Generator().manual_seed(2))
+    out = sample(
+        backbone, denoiser, None, masks, height=64, width=64, settings=SampleSettings(steps=FLUX_DEV_STEPS)
+    )
+    official_t = official_sampler_timesteps(backbone.scheduler.config, FLUX_DEV_STEPS, 64)
+    assert len(calls) == FLUX_DEV_STEPS == len(out.gate_weights)  # mask only: one conditioned pass a step
+    for (cond, noisy, t, mine), step_t in zip(calls, official_t, strict=True):
+        torch.testing.assert_close(t * denoiser.mogle.config.time_scale, step_t.expand(1), atol=0, rtol=0)
+        theirs = official_forward(sd, cond, noisy, step_t.expand(1))
+        torch.testing.assert_close(mine.tokens, theirs.tokens, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mine.weights, theirs.weights, atol=1e-5, rtol=1e-5)
+
+
+def test_an_unknown_convention_is_an_error_naming_it(official_file):
+    _, path = official_file
+    with pytest.raises(ValueError, match="convention='inference'"):
+        load_official_mogle(path, convention="inference")
 
 
 def test_a_wrong_shape_is_an_error_naming_the_key(tmp_path):

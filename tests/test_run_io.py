@@ -1,6 +1,9 @@
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from experiments import sample as sample_cli
 from experiments.build import build_module
 from experiments.config import load_config
 from experiments.run_io import export_run, load_run
@@ -33,6 +36,20 @@ def test_an_exported_run_loads_and_reproduces_its_samples(flux_dir, tmp_path):
     )
     torch.testing.assert_close(a.images, b.images)
     assert run.config == config
+
+
+def test_the_sample_cli_conditions_text_to_face_as_its_flag_says(flux_dir, tmp_path):
+    config = load_config(overrides=[f"backbone.path={flux_dir}", f"run_dir={tmp_path / 'run'}"])
+    export_run(config.run_dir, config, build_module(config).denoiser)
+    faces = {}
+    for condition in ("none", "background"):
+        out = tmp_path / condition
+        argv = ["--run", config.run_dir, "--prompt", "a face", "--out", str(out), "--steps", "2"]
+        sample_cli.main([*argv, "--text-only-condition", condition])
+        faces[condition] = np.asarray(Image.open(out / "text_seed0.png"), dtype=np.int16)
+    assert np.abs(faces["none"] - faces["background"]).max() > 2
+    with pytest.raises(SystemExit):
+        sample_cli.main([*argv, "--text-only-condition", "mask"])
 
 
 def test_loading_a_run_without_export_names_the_missing_file(tmp_path):

@@ -1,8 +1,10 @@
 import pytest
 import torch
 
+from facemogle.backbone import TinyFluxConfig, tiny_flux
 from facemogle.denoiser import Denoiser, flow_matching_loss
 from facemogle.encode import encode_masks, encode_prompts
+from facemogle.face_parts import PART_INDEX
 from facemogle.mogle import MoGLE
 from facemogle.packing import image_ids
 from facemogle.sampling import SampleSettings, sample
@@ -42,11 +44,55 @@ def test_a_sample_does_not_depend_on_its_batch(backbone, denoiser, masks):
     torch.testing.assert_close(both.images[:1], first.images, atol=1e-5, rtol=1e-5)
 
 
-def test_text_only_sampling_uses_no_mask_condition_at_all(backbone, denoiser):
+def test_text_only_sampling_without_condition_tokens_never_runs_mogle(backbone, denoiser):
     calls = []
     denoiser.mogle.register_forward_hook(lambda *a: calls.append(1))
-    out = sample(backbone, denoiser, PROMPTS, None, height=64, width=64, settings=SampleSettings(steps=2))
-    assert calls == [] and out.gate_weights == []
+    settings = SampleSettings(steps=2, text_only_condition="none")
+    out = sample(backbone, denoiser, PROMPTS, None, height=64, width=64, settings=settings)
+    assert calls == [] and out.gate_weights == [] and out.text_only_condition == "none"
+
+
+def test_text_only_sampling_with_the_background_condition_passes_an_all_background_mask(backbone, denoiser):
+    seen = []
+    denoiser.mogle.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    settings = SampleSettings(steps=2, text_only_condition="background")
+    out = sample(backbone, denoiser, PROMPTS, None, height=64, width=64, settings=settings)
+    background = encode_masks(backbone, torch.full((2, 64, 64), PART_INDEX["background"]))
+    assert len(seen) == 2 * 2  # the captioned and the empty-prompt pass of each step, both on the map
+    for cond in seen:
+        torch.testing.assert_close(cond, background, atol=0, rtol=0)
+    assert len(out.gate_weights) == 2 and out.gate_weights[0].shape == (2, 64, 20)
+    assert out.text_only_condition == "background"
+    bare = sample(
+        backbone,
+        denoiser,
+        PROMPTS,
+        None,
+        height=64,
+        width=64,
+        settings=SampleSettings(steps=2, text_only_condition="none"),
+    )
+    assert (out.images - bare.images).abs().max() > 1e-2
+
+
+def test_masks_given_leave_the_text_only_condition_unused(backbone, denoiser, masks):
+    out = sample(backbone, denoiser, PROMPTS, masks, height=64, width=64, settings=SampleSettings(steps=1))
+    assert out.text_only_condition is None
+
+
+def test_an_unknown_text_only_condition_is_an_error_naming_the_setting():
+    with pytest.raises(ValueError, match="text_only_condition='mask'.*--text-only-condition"):
+        SampleSettings(text_only_condition="mask")
+
+
+def test_a_bfloat16_backbone_hands_the_gate_the_exact_float32_sigma(masks):
+    backbone = tiny_flux(TinyFluxConfig()).to(dtype=torch.bfloat16)
+    denoiser = Denoiser(backbone.transformer, MoGLE().to(torch.bfloat16))
+    seen = []
+    denoiser.mogle.gate.register_forward_hook(lambda module, args, out: seen.append(args[2]))
+    out = sample(backbone, denoiser, None, masks, height=64, width=64, settings=SampleSettings(steps=3))
+    assert [t.dtype for t in seen] == [torch.float32] * 3
+    torch.testing.assert_close(torch.stack([t[0] for t in seen]), out.sigmas, atol=0, rtol=0)
 
 
 def test_gate_sees_the_same_timestep_in_training_and_sampling(backbone, denoiser, masks):
@@ -67,8 +113,6 @@ def test_gate_sees_the_same_timestep_in_training_and_sampling(backbone, denoiser
 
 
 def test_guidance_embedding_backbones_take_guidance_in_one_pass(masks):
-    from facemogle.backbone import TinyFluxConfig, tiny_flux
-
     backbone = tiny_flux(TinyFluxConfig(guidance_embeds=True))
     denoiser = Denoiser(backbone.transformer, MoGLE())
     calls = []
