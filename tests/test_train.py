@@ -61,8 +61,9 @@ def test_a_run_writes_checkpoints_export_and_metrics(setup):
 
 
 def test_the_paper_config_starts_on_a_flux_shaped_directory(setup):
-    """flux_mmcelebahq.yaml as written (bf16, Prodigy, gradient checkpointing, accumulation, caching),
-    pointed at a saved tiny FLUX and a small data set, builds, caches and takes its first steps."""
+    """flux_mmcelebahq.yaml as written (bf16, Prodigy, gradient checkpointing, accumulation, latents cached
+    and captions encoded each step), pointed at a saved tiny FLUX and a small data set, builds, caches and
+    takes its first steps."""
     paper = load_config(
         "experiments/configs/flux_mmcelebahq.yaml",
         [
@@ -81,6 +82,7 @@ def test_the_paper_config_starts_on_a_flux_shaped_directory(setup):
         ],
     )
     assert paper.train.optim.name == "prodigy" and paper.backbone.gradient_checkpointing
+    assert not paper.data.cache_text  # the steps below encode their captions
     trainer = train(paper)
     assert trainer.global_step == 2
     assert trainer.lightning_module.backbone.transformer.dtype == torch.bfloat16
