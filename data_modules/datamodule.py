@@ -56,7 +56,8 @@ class DataConfig:
     cache_dir: str = "cache/latents"
     cache_dtype: str = "float32"  # float32 | float16 | bfloat16
     cache_text: bool = True  # False: captions encoded each step instead of their T5 / CLIP outputs cached
-    cache_device: str | None = None  # encode the cache there (e.g. "cuda"), then move the encoders back
+    # encode the cache there (e.g. "cuda"; "auto": cuda when there is one), then move the encoders back
+    cache_device: str | None = None
     cache_batch_size: int = 8
     strict: bool = True  # False: skip bad items (logged) instead of raising
     eval_subset_size: int = 32  # validation faces the generation metrics sample during training
@@ -119,8 +120,11 @@ class FaceDataModule(L.LightningDataModule):
         report = validate(scanned, strict=c.strict)
         self.report = report
         device = next(self.backbone.vae.parameters()).device
-        if c.cache_device is not None:
-            self._move_encoders(c.cache_device)
+        cache_device = c.cache_device
+        if cache_device == "auto":
+            cache_device = "cuda" if torch.cuda.is_available() else None
+        if cache_device is not None:
+            self._move_encoders(cache_device)
         try:
             build_cache(
                 report.records,
@@ -135,7 +139,7 @@ class FaceDataModule(L.LightningDataModule):
                 text=c.cache_text,
             )
         finally:
-            if c.cache_device is not None:
+            if cache_device is not None:
                 self._move_encoders(device)
         return report.records, folder
 

@@ -15,7 +15,7 @@ Both give the same diffusers / transformers classes, in the diffusers pipeline d
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -141,8 +141,9 @@ def save_flux(backbone: FluxBackbone, path: str | Path) -> Path:
 
 @dataclass
 class TinyFluxConfig:
-    """Dimensions of the tiny backbone. VAE scale factor 2^(len(vae_channels)-1) = 4: 64^2 images give
-    16^2 latents and 8^2 = 64 packed tokens of width 4 * latent_channels = 64 (FLUX.1-dev's width)."""
+    """Dimensions of a FLUX built from config. The defaults are the embedded tiny backbone: VAE scale factor
+    2^(len(vae_channels)-1) = 4, so 64^2 images give 16^2 latents and 8^2 = 64 packed tokens of width
+    4 * latent_channels = 64 (FLUX.1-dev's width). `FLUX_DEV_SHAPED` and `FLUX_DEV` below are FLUX.1-dev."""
 
     num_layers: int = 2
     num_single_layers: int = 4
@@ -150,16 +151,67 @@ class TinyFluxConfig:
     head_dim: int = 32
     axes_dims_rope: tuple[int, int, int] = (8, 12, 12)
     latent_channels: int = 16
-    # 16 channels at full resolution: 1.5x faster VAE steps than 32, so stage 1 affords more of them
+    # 16 channels at full resolution: faster VAE steps than 32, so stage 1 affords more of them
     vae_channels: tuple[int, ...] = (16, 32, 64)
-    # GroupNorm groups in the VAE. One channel per group (32 of 32) normalises every channel on its own and
-    # strips its mean, the colour: 200 pretraining steps reached test MSE 0.057 with 32 groups, 0.033 with 8.
+    # GroupNorm groups in the VAE: one channel per group would normalise every channel on its own and strip
+    # its mean, the colour
     vae_norm_groups: int = 8
-    text_dim: int = 64
+    vae_layers_per_block: int = 1
+    # FLUX decoding computes latents / scale + shift, so both must be numbers
+    vae_scaling_factor: float = 1.0
+    vae_shift_factor: float = 0.0
+    clip_dim: int = 64  # CLIP hidden size = the pooled projection's width (pooled_projection_dim)
+    clip_heads: int = 2
+    t5_dim: int = 64  # T5 d_model = the transformer's joint_attention_dim
+    t5_heads: int = 4
+    t5_kv: int | None = None  # per-head width; None: t5_dim // t5_heads
+    t5_ff: int | None = None  # None: 2 * t5_dim
     text_layers: int = 2
     vocab_size: int = 2048
     max_sequence_length: int = 32
     guidance_embeds: bool = False
+
+
+# FLUX.1-dev's structure (black-forest-labs/FLUX.1-dev, the config.json of transformer/, vae/, text_encoder/,
+# text_encoder_2/ and scheduler/; tests/test_backbone.py checks them) with depth and width cut: guidance
+# embedding, head dim 128 with rope axes (16, 56, 56), 64 input channels, a 4-level VAE (scale factor 8) with
+# FLUX.1-dev's scaling and shift, CLIP pooled width 768, T5 width 4096 and 512 tokens.
+FLUX_DEV_SHAPED = TinyFluxConfig(
+    num_layers=1,
+    num_single_layers=2,
+    num_heads=2,
+    head_dim=128,
+    axes_dims_rope=(16, 56, 56),
+    latent_channels=16,
+    vae_channels=(32, 32, 32, 32),
+    vae_norm_groups=32,
+    vae_layers_per_block=1,
+    vae_scaling_factor=0.3611,
+    vae_shift_factor=0.1159,
+    clip_dim=768,
+    clip_heads=2,
+    t5_dim=4096,
+    t5_heads=2,
+    t5_kv=64,
+    t5_ff=256,
+    text_layers=1,
+    max_sequence_length=512,
+    guidance_embeds=True,
+)
+# FLUX.1-dev at full size (random weights): the GPU step benchmark's transformer and VAE.
+FLUX_DEV = replace(
+    FLUX_DEV_SHAPED,
+    num_layers=19,
+    num_single_layers=38,
+    num_heads=24,
+    vae_channels=(128, 256, 512, 512),
+    vae_layers_per_block=2,
+)
+
+
+def flux_dev_shaped(seed: int = 0, corpus=None) -> FluxBackbone:
+    """FLUX.1-dev's structure at a size that runs on a CPU: what tests load in place of the real weights."""
+    return tiny_flux(FLUX_DEV_SHAPED, seed=seed, corpus=corpus)
 
 
 def tiny_flux(config: TinyFluxConfig | None = None, seed: int = 0, corpus=None) -> FluxBackbone:
@@ -177,8 +229,8 @@ def tiny_flux(config: TinyFluxConfig | None = None, seed: int = 0, corpus=None) 
         num_single_layers=c.num_single_layers,
         attention_head_dim=c.head_dim,
         num_attention_heads=c.num_heads,
-        joint_attention_dim=c.text_dim,
-        pooled_projection_dim=c.text_dim,  # CLIP's hidden size must equal pooled_projection_dim
+        joint_attention_dim=c.t5_dim,
+        pooled_projection_dim=c.clip_dim,  # CLIP's hidden size must equal pooled_projection_dim
         guidance_embeds=c.guidance_embeds,
         axes_dims_rope=c.axes_dims_rope,
     )
@@ -189,21 +241,21 @@ def tiny_flux(config: TinyFluxConfig | None = None, seed: int = 0, corpus=None) 
         down_block_types=("DownEncoderBlock2D",) * n,
         up_block_types=("UpDecoderBlock2D",) * n,
         block_out_channels=c.vae_channels,
-        layers_per_block=1,
+        layers_per_block=c.vae_layers_per_block,
         latent_channels=c.latent_channels,
         norm_num_groups=c.vae_norm_groups,
         use_quant_conv=False,
         use_post_quant_conv=False,
-        scaling_factor=1.0,
-        shift_factor=0.0,  # must be a number: FLUX decoding computes latents / scale + shift
+        scaling_factor=c.vae_scaling_factor,
+        shift_factor=c.vae_shift_factor,
     )
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),
-            hidden_size=c.text_dim,
-            intermediate_size=2 * c.text_dim,
+            hidden_size=c.clip_dim,
+            intermediate_size=2 * c.clip_dim,
             num_hidden_layers=c.text_layers,
-            num_attention_heads=2,
+            num_attention_heads=c.clip_heads,
             max_position_embeddings=tokenizer.model_max_length,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
@@ -213,11 +265,11 @@ def tiny_flux(config: TinyFluxConfig | None = None, seed: int = 0, corpus=None) 
     text_encoder_2 = T5EncoderModel(
         T5Config(
             vocab_size=len(tokenizer_2),
-            d_model=c.text_dim,
-            d_kv=c.text_dim // 4,
-            d_ff=2 * c.text_dim,
+            d_model=c.t5_dim,
+            d_kv=c.t5_kv or c.t5_dim // c.t5_heads,
+            d_ff=c.t5_ff or 2 * c.t5_dim,
             num_layers=c.text_layers,
-            num_heads=4,
+            num_heads=c.t5_heads,
             feed_forward_proj="gated-gelu",
             dropout_rate=0.0,
             pad_token_id=tokenizer_2.pad_token_id,

@@ -42,6 +42,11 @@ class Denoiser(nn.Module):
         self.register_buffer("cond_id_offset", torch.tensor(cond_id_offset), persistent=False)
         install_condition_forward(transformer)
 
+    @property
+    def has_guidance(self) -> bool:
+        """FLUX.1-dev is guidance-distilled: its transformer embeds a guidance scale beside the timestep."""
+        return bool(self.transformer.config.guidance_embeds)
+
     def forward(
         self,
         noisy: torch.Tensor,
@@ -49,11 +54,12 @@ class Denoiser(nn.Module):
         text: TextEmbeddings,
         img_ids: torch.Tensor,
         cond_latents: torch.Tensor | None = None,
-        guidance: torch.Tensor | None = None,
+        guidance: float | None = None,
         expert_scale: torch.Tensor | None = None,
     ) -> DenoiserOutput:
         """noisy (b, l, d) tokens at noise level t (b,) in [0, 1]; cond_latents (b, 20, l, d) or None
-        (no mask condition at all); img_ids (l, 3)."""
+        (no mask condition at all); img_ids (l, 3). guidance: the scale a guidance-embedding backbone
+        needs (ignored by one without)."""
         cond_tokens = cond_ids = weights = None
         if cond_latents is not None:
             mixed = self.mogle(cond_latents, noisy, t, expert_scale)
@@ -68,12 +74,22 @@ class Denoiser(nn.Module):
             timestep=t,
             img_ids=img_ids,
             txt_ids=text_ids(seq),
-            guidance=guidance,
+            guidance=self.guidance_input(guidance, noisy),
             cond_tokens=cond_tokens,
             cond_ids=cond_ids,
             settings=self.settings,
         )
         return DenoiserOutput(velocity, weights)
+
+    def guidance_input(self, scale: float | None, noisy: torch.Tensor) -> torch.Tensor | None:
+        if not self.has_guidance:
+            return None
+        if scale is None:
+            raise ValueError(
+                "this backbone has a guidance embedding (FLUX.1-dev) and needs a guidance scale: "
+                "train.guidance in training, train.sample.guidance in sampling"
+            )
+        return torch.full((noisy.shape[0],), float(scale), device=noisy.device)
 
 
 def flow_matching_loss(
@@ -84,8 +100,9 @@ def flow_matching_loss(
     text: TextEmbeddings,
     img_ids: torch.Tensor,
     cond_latents: torch.Tensor | None,
+    guidance: float | None = None,
 ) -> tuple[torch.Tensor, DenoiserOutput]:
     """Rectified-flow loss: the denoiser at x_t = (1 - t) x0 + t noise regresses noise - x0."""
-    out = denoiser(add_noise(x0, noise, t), t, text, img_ids, cond_latents)
+    out = denoiser(add_noise(x0, noise, t), t, text, img_ids, cond_latents, guidance=guidance)
     loss = torch.nn.functional.mse_loss(out.velocity.float(), velocity_target(x0, noise).float())
     return loss, out

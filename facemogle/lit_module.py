@@ -44,6 +44,9 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     timesteps: TimestepSampling = field(default_factory=TimestepSampling)
     sample: SampleSettings = field(default_factory=SampleSettings)
+    # The guidance scale a guidance-distilled backbone (FLUX.1-dev) is trained at; the official Face-MoGLE
+    # training passes 1.0. Backbones without a guidance embedding ignore it.
+    guidance: float = 1.0
 
 
 @dataclass
@@ -113,7 +116,9 @@ class FaceMoGLEModule(L.LightningModule):
         g = self.step_generator(batch_idx)
         noise = torch.randn(b.x0.shape, generator=g).to(b.x0)
         t = self.config.timesteps.sample(b.x0.shape[0], generator=g).to(self.device)
-        loss, out = flow_matching_loss(self.denoiser, b.x0, noise, t, b.text, self.img_ids, b.cond)
+        loss, out = flow_matching_loss(
+            self.denoiser, b.x0, noise, t, b.text, self.img_ids, b.cond, self.config.guidance
+        )
         n = b.x0.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/gate_entropy", gate_entropy(out.gate_weights), batch_size=n)
@@ -135,7 +140,9 @@ class FaceMoGLEModule(L.LightningModule):
         g = torch.Generator(device="cpu").manual_seed(batch_idx)
         noise = torch.randn(b.x0.shape, generator=g).to(b.x0)
         t = torch.linspace(0.05, 0.95, b.x0.shape[0], device=self.device)  # fixed noise levels
-        loss, _ = flow_matching_loss(self.denoiser, b.x0, noise, t, b.text, self.img_ids, b.cond)
+        loss, _ = flow_matching_loss(
+            self.denoiser, b.x0, noise, t, b.text, self.img_ids, b.cond, self.config.guidance
+        )
         self.log("val/loss", loss, sync_dist=True, batch_size=b.x0.shape[0])
 
     def on_before_optimizer_step(self, optimizer) -> None:

@@ -93,9 +93,7 @@ def sample(
     ids = image_ids(height // f, width // f, device=device, dtype=dtype)
     latents = initial_noise(n, ids.shape[0], backbone.token_dim, seed, device, dtype)
     scheduler = make_scheduler(backbone, settings.steps, ids.shape[0])
-    guidance = None
-    if backbone.transformer.config.guidance_embeds:
-        guidance = torch.full((n,), settings.guidance, device=device)
+    guidance = settings.guidance if denoiser.has_guidance else None
 
     gate_weights = []
     for i, timestep in enumerate(scheduler.timesteps):

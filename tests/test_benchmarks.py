@@ -12,3 +12,12 @@ def test_step_benchmark_prints_all_four_variants(capsys):
     out = capsys.readouterr().out
     for variant in ("mogle (cached)", "mogle (re-encode)", "plain condition", "no condition"):
         assert f"| {variant} |" in out
+
+
+def test_the_flux_dev_part_of_the_step_benchmark_runs_on_the_cpu(capsys):
+    main(["step", "--batch", "1", "--resolution", "32", "--steps", "1", "--flux-dev-on-cpu"])
+    out = capsys.readouterr().out
+    part = out[out.index("FLUX.1-dev structure") :]
+    for variant in ("mogle (cached)", "plain condition", "no condition"):
+        assert f"| {variant} |" in part
+    assert "sampling, 2 steps, batch 1:" in part

@@ -2,9 +2,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from data_modules.cache import read_meta
 from experiments.config import load_config
 from experiments.train import train
-from tests.run_fixtures import KillAt, write_workspace
+from facemogle.backbone import TinyFluxConfig, save_flux, tiny_flux
+from tests.run_fixtures import CountCalls, KillAt, RecordGuidance, write_workspace
 
 
 @pytest.fixture(scope="module")
@@ -60,33 +62,31 @@ def test_a_run_writes_checkpoints_export_and_metrics(setup):
     assert all("lora_" in k or k.startswith("denoiser.mogle.") for k in ckpt["state_dict"])
 
 
-def test_the_paper_config_starts_on_a_flux_shaped_directory(setup):
-    """flux_mmcelebahq.yaml as written (bf16, Prodigy, gradient checkpointing, accumulation, latents cached
-    and captions encoded each step), pointed at a saved tiny FLUX and a small data set, builds, caches and
-    takes its first steps."""
-    paper = load_config(
-        "experiments/configs/flux_mmcelebahq.yaml",
-        [
-            f"run_dir={setup / 'paper'}",
-            f"backbone.path={setup / 'flux'}",
-            f"data.root={setup / 'data'}",
-            f"data.cache_dir={setup / 'cache'}",
-            "data.split.protocol=fraction",
-            "data.resolution=32",
-            "data.num_workers=0",
-            "data.cache_device=null",
-            "trainer.max_steps=2",
-            "trainer.devices=1",
-            "trainer.progress_bar=false",
-            "logger.kind=none",
-        ],
+def test_a_run_without_cached_text_encodes_each_batch_captions(setup):
+    t5 = CountCalls(lambda module: module.backbone.text_encoder_2)
+    extra = ("data.cache_text=false", "trainer.val_check_interval=2")
+    trainer = train(config(setup, "no-text", 2, *extra), extra_callbacks=[t5])
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["val/loss"])
+    assert not read_meta(trainer.datamodule.cache_folder).text
+    assert t5.calls >= 3  # two training batches and the validation batches, after the cache was built
+
+
+def test_a_guidance_distilled_backbone_trains_and_validates_at_train_guidance(setup):
+    """FLUX.1-dev embeds a guidance scale: training and the validation loss pass train.guidance to it."""
+    save_flux(tiny_flux(TinyFluxConfig(guidance_embeds=True), seed=0), setup / "flux-guidance")
+    record = RecordGuidance()
+    cfg = config(
+        setup,
+        "guidance",
+        2,
+        f"backbone.path={setup / 'flux-guidance'}",
+        "train.guidance=1.5",
+        "trainer.val_check_interval=2",
     )
-    assert paper.train.optim.name == "prodigy" and paper.backbone.gradient_checkpointing
-    assert not paper.data.cache_text  # the steps below encode their captions
-    trainer = train(paper)
-    assert trainer.global_step == 2
-    assert trainer.lightning_module.backbone.transformer.dtype == torch.bfloat16
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    trainer = train(cfg, extra_callbacks=[record])
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["val/loss"])
+    assert record.seen["train"] and set(record.seen["train"]) == {1500.0}
+    assert record.seen["validate"] and set(record.seen["validate"]) == {1500.0}
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,12 @@
     plain condition    the colour mask alone as condition tokens: no experts, no gate (OminiControl)
     no condition       the backbone with LoRA on the image tokens and no condition tokens
 
-    python -m experiments.benchmark step [--batch 16] [--steps 10]
+    python -m experiments.benchmark step [--batch 16] [--steps 10] [--flux-dev-on-cpu]
 
-On the tiny config on the CPU; with a GPU, also on a FLUX.1-dev-shaped transformer (random weights,
-512^2, batch 4, bf16), where it prints MFU from the FLOPs torch's FlopCounterMode counts in one step.
+On the tiny config on the CPU; with a GPU, also on FLUX.1-dev at full size (random weights, 512^2, batch 4,
+bf16, gradient checkpointing, as the paper's config trains), with peak memory, MFU from the FLOPs torch's
+FlopCounterMode counts in one step, and a 28-step sample. `--flux-dev-on-cpu` runs that part on the CPU
+with FLUX.1-dev's structure at a tiny size (facemogle.backbone.FLUX_DEV_SHAPED), so CI executes it.
 """
 
 from __future__ import annotations
@@ -20,29 +22,17 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from facemogle.backbone import FluxBackbone, TinyFluxConfig, tiny_flux
+from facemogle.backbone import FLUX_DEV, FLUX_DEV_SHAPED, FluxBackbone, tiny_flux
 from facemogle.denoiser import Denoiser
 from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, text_ids
 from facemogle.face_parts import split_mask
 from facemogle.flow import add_noise, velocity_target
 from facemogle.flux_forward import ConditionSettings, flux_forward
+from facemogle.lit_module import TrainConfig
 from facemogle.lora import LoRASettings, add_lora
 from facemogle.mogle import MoGLE
 from facemogle.packing import image_ids
-
-# FLUX.1-dev's transformer shapes (black-forest-labs/FLUX.1-dev transformer/config.json).
-FLUX_DEV = TinyFluxConfig(
-    num_layers=19,
-    num_single_layers=38,
-    num_heads=24,
-    head_dim=128,
-    axes_dims_rope=(16, 56, 56),
-    vae_channels=(128, 256, 512, 512),
-    vae_norm_groups=32,
-    text_dim=4096,
-    max_sequence_length=512,
-    guidance_embeds=True,
-)
+from facemogle.sampling import SampleSettings, sample
 
 
 def make_inputs(backbone: FluxBackbone, batch: int, resolution: int, device) -> dict:
@@ -70,16 +60,16 @@ def variants(backbone: FluxBackbone, denoiser: Denoiser, inputs: dict, ids: torc
         cond.to(dtype),
         TextEmbeddings(text.sequence.to(dtype), text.pooled.to(dtype)),
     )
-    guidance = (
-        torch.ones(x0.shape[0], device=x0.device) if backbone.transformer.config.guidance_embeds else None
-    )
+    guidance = denoiser.guidance_input(
+        TrainConfig.guidance, x0
+    )  # the training scale, where the backbone has one
 
     def loss_of(velocity, noise, x):
         return torch.nn.functional.mse_loss(velocity.float(), velocity_target(x, noise).float())
 
     def mogle_step(x, c, txt):
         noise, t = torch.randn_like(x), torch.rand(x.shape[0], device=x.device, dtype=x.dtype)
-        out = denoiser(add_noise(x, noise, t), t, txt, ids, c, guidance=guidance)
+        out = denoiser(add_noise(x, noise, t), t, txt, ids, c, guidance=TrainConfig.guidance)
         return loss_of(out.velocity, noise, x)
 
     def reencode_step():
@@ -112,22 +102,29 @@ def variants(backbone: FluxBackbone, denoiser: Denoiser, inputs: dict, ids: torc
     }
 
 
-def timed(fn, optimizer, steps: int, device) -> float:
+def timed(fn, steps: int, device) -> tuple[float, float | None]:
+    """Seconds per call of `fn` after two warm-up calls, and the peak GPU memory (GiB) it reached."""
+    for _ in range(2):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / steps
+    return seconds, torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+
+
+def optimizer_step(fn, optimizer):
     def step():
         optimizer.zero_grad(set_to_none=True)
         fn().backward()
         optimizer.step()
 
-    for _ in range(2):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    return step
 
 
 def flops_of(fn) -> int:
@@ -137,25 +134,60 @@ def flops_of(fn) -> int:
 
 
 def run(
-    name: str, backbone: FluxBackbone, batch: int, resolution: int, steps: int, device, peak: float | None
+    name: str,
+    backbone: FluxBackbone,
+    batch: int,
+    resolution: int,
+    steps: int,
+    device,
+    peak: float | None,
+    sample_steps: int = 0,
+    gradient_checkpointing: bool = False,
 ):
+    """Prints the four variants' step time, peak memory, FLOPs and MFU; then, with `sample_steps`, the time
+    of one sampling call of that many steps (mask and text, the embedded guidance or true CFG)."""
     backbone.freeze().to(device)
     add_lora(backbone.transformer, LoRASettings())
-    denoiser = Denoiser(backbone.transformer, MoGLE()).to(device)
-    if device.type == "cuda":
+    # bf16-true, as the paper's config trains: LoRA and MoGLE in the backbone's dtype
+    denoiser = Denoiser(backbone.transformer, MoGLE()).to(device, backbone.transformer.dtype)
+    if gradient_checkpointing:
         backbone.transformer.enable_gradient_checkpointing()
     f = backbone.vae_scale_factor
     ids = image_ids(resolution // f, resolution // f, device=device, dtype=backbone.transformer.dtype)
     inputs = make_inputs(backbone, batch, resolution, device)
     optimizer = torch.optim.AdamW([p for p in denoiser.parameters() if p.requires_grad], lr=1e-4)
     fns = variants(backbone, denoiser, inputs, ids)
-    rows = {label: timed(fn, optimizer, steps, device) for label, fn in fns.items()}
-    base = rows["mogle (cached)"]
+    rows = {label: timed(optimizer_step(fn, optimizer), steps, device) for label, fn in fns.items()}
+    base = rows["mogle (cached)"][0]
     print(f"\n{name}: batch {batch}, {resolution}^2, {(resolution // f // 2) ** 2} image tokens")
-    print("| variant | ms/step | vs mogle (cached) | MFU |\n|---|---|---|---|")
-    for label, seconds in rows.items():
-        mfu = f"{flops_of(fns[label]) / seconds / (peak * 1e12):.1%}" if peak else "-"
-        print(f"| {label} | {seconds * 1e3:.1f} | {seconds / base:.2f}x | {mfu} |")
+    print(
+        "| variant | ms/step | vs mogle (cached) | peak GiB | TFLOP/step | MFU |\n|---|---|---|---|---|---|"
+    )
+    for label, (seconds, memory) in rows.items():
+        flops = flops_of(fns[label])
+        mfu = f"{flops / seconds / (peak * 1e12):.1%}" if peak else "-"
+        gib = f"{memory:.1f}" if memory is not None else "-"
+        print(
+            f"| {label} | {seconds * 1e3:.1f} | {seconds / base:.2f}x | {gib} | {flops / 1e12:.3g} | {mfu} |"
+        )
+    if sample_steps:
+        settings = SampleSettings(steps=sample_steps)
+        prompts = inputs["captions"]
+
+        def call():
+            sample(
+                backbone,
+                denoiser,
+                prompts,
+                inputs["labels"],
+                height=resolution,
+                width=resolution,
+                settings=settings,
+            )
+
+        seconds, memory = timed(call, 1, device)
+        gib = f", peak {memory:.1f} GiB" if memory is not None else ""
+        print(f"\nsampling, {sample_steps} steps, batch {batch}: {seconds:.2f} s{gib}")
 
 
 def main(argv: list[str]) -> None:
@@ -164,6 +196,12 @@ def main(argv: list[str]) -> None:
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--peak-tflops", type=float, default=989.0, help="GPU dense bf16 peak for MFU (H100/H200)")
+    p.add_argument(
+        "--flux-dev-on-cpu",
+        action="store_true",
+        help="run the FLUX.1-dev part on the CPU at a tiny size (FLUX_DEV_SHAPED, 64^2, batch 1), "
+        "so that the GPU path runs in CI",
+    )
     args = p.parse_args(argv)
     run(
         "tiny FLUX, CPU, float32",
@@ -174,6 +212,10 @@ def main(argv: list[str]) -> None:
         torch.device("cpu"),
         None,
     )
-    if torch.cuda.is_available():
+    if args.flux_dev_on_cpu:
+        flux = tiny_flux(FLUX_DEV_SHAPED).to(dtype=torch.bfloat16)
+        run("FLUX.1-dev structure at CPU size, CPU, bf16", flux, 1, 64, 1, torch.device("cpu"), None, 2, True)
+    elif torch.cuda.is_available():
         flux = tiny_flux(FLUX_DEV).to(dtype=torch.bfloat16)
-        run("FLUX.1-dev shapes, GPU, bf16", flux, 4, 512, args.steps, torch.device("cuda"), args.peak_tflops)
+        cuda = torch.device("cuda")
+        run("FLUX.1-dev shapes, GPU, bf16", flux, 4, 512, args.steps, cuda, args.peak_tflops, 28, True)
