@@ -44,6 +44,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -499,6 +500,15 @@ def read_meta(folder: Path) -> CacheMeta:
     return CacheMeta(meta["keys"], meta["shard_size"], meta["resolution"], meta["problems"], meta["text"])
 
 
+class _OpenShard(NamedTuple):
+    """An open shard and its small index tensors, read once per process."""
+
+    file: Any  # safetensors safe_open handle
+    cond_present: torch.Tensor  # (n, 20) bool
+    cond_offsets: torch.Tensor  # (n + 1,) int64
+    caption_offsets: torch.Tensor | None  # (n + 1,) int64; None without cached text
+
+
 class CachedDataset(Dataset):
     """Items from a latent cache; no encoder runs. Keys as FaceDataset's, with latents for images:
 
@@ -528,7 +538,7 @@ class CachedDataset(Dataset):
         self.train = train
         self.dropout = dropout if train else None
         self.common = load_file(self.folder / "common.safetensors")
-        self._files: dict[int, object] = {}
+        self._files: dict[int, _OpenShard] = {}
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_files": {}}  # open safetensors handles stay per process
@@ -536,31 +546,34 @@ class CachedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _shard(self, j: int):
+    def _shard(self, j: int) -> _OpenShard:
         if j not in self._files:
-            self._files[j] = safe_open(self.folder / _shard_name(j), framework="pt")
+            f = safe_open(self.folder / _shard_name(j), framework="pt")
+            captions = f.get_tensor("caption_offsets") if self.text else None
+            self._files[j] = _OpenShard(
+                f, f.get_tensor("cond_present"), f.get_tensor("cond_offsets"), captions
+            )
         return self._files[j]
 
-    def _cond_latents(self, shard, r: int, keep: torch.Tensor) -> torch.Tensor:
+    def _cond_latents(self, shard: _OpenShard, r: int, keep: torch.Tensor) -> torch.Tensor:
         """(20, l, d): the stored maps where present and kept, the empty map's latent elsewhere."""
-        empty = self.common["empty_latent"]
-        present = shard.get_slice("cond_present")[r]  # (20,)
-        start, end = shard.get_slice("cond_offsets")[r : r + 2].tolist()
-        cond = empty.expand(NUM_CONDITION_MAPS, *empty.shape).clone()
-        cond[present] = shard.get_slice("cond_latents")[start:end]
-        return torch.where(keep.view(-1, 1, 1), cond, empty)
+        start, end = int(shard.cond_offsets[r]), int(shard.cond_offsets[r + 1])
+        rows = torch.cat([self.common["empty_latent"][None], shard.file.get_slice("cond_latents")[start:end]])
+        present = shard.cond_present[r]
+        return rows[present.cumsum(0) * (present & keep)]  # row 0: the empty map
 
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
-        shard, r = self._shard(row // self.shard_size), row % self.shard_size
+        j, r = divmod(row, self.shard_size)
+        shard = self._shard(j)
         record = self.records[index]
         keep, drop_text = sample_dropout(self.dropout)
         c = caption_index(len(record.captions), self.train)
         item = {
-            "image_latents": shard.get_slice("image_latents")[r],
+            "image_latents": shard.file.get_slice("image_latents")[r],
             "cond_latents": self._cond_latents(shard, r, keep),
             "cond_keep": keep,
-            "labels": shard.get_slice("labels")[r].long(),
+            "labels": shard.file.get_slice("labels")[r].long(),
             "caption": "" if drop_text else record.captions[c],
             "key": record.key,
         }
@@ -568,7 +581,7 @@ class CachedDataset(Dataset):
             item["text_sequence"] = self.common["empty_text_sequence"]
             item["text_pooled"] = self.common["empty_text_pooled"]
         elif self.text:
-            row_c = int(shard.get_slice("caption_offsets")[r : r + 1][0]) + c
-            item["text_sequence"] = shard.get_slice("text_sequence")[row_c]
-            item["text_pooled"] = shard.get_slice("text_pooled")[row_c]
+            row_c = int(shard.caption_offsets[r]) + c
+            item["text_sequence"] = shard.file.get_slice("text_sequence")[row_c]
+            item["text_pooled"] = shard.file.get_slice("text_pooled")[row_c]
         return item
