@@ -303,11 +303,12 @@ def estimate_size(
 
 
 def format_bytes(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
+    """1234567 -> '1.23 MB' (decimal units)."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB")
+    i = 0
+    while abs(n) >= 1000 and i < len(units) - 1:
+        n, i = n / 1000, i + 1
+    return f"{n:.0f} B" if i == 0 else f"{n:.3g} {units[i]}"
 
 
 def folder_bytes(folder: Path) -> int:
@@ -389,13 +390,10 @@ def _encode_shard(
             pooled.append(embeddings.pooled.to(dtype).cpu())
         bar.update(len(batch["key"]))
     cond_present = torch.cat(present)
-    shapes = LatentShapes.of(backbone, resolution)
     tensors = {
         "image_latents": torch.cat(images),
         "cond_present": cond_present,
-        "cond_latents": torch.cat(conds)
-        if conds
-        else torch.empty(0, shapes.tokens, shapes.token_dim, dtype=dtype),
+        "cond_latents": torch.cat(conds),  # never empty: every pixel's part has its map present
         "cond_offsets": _offsets(cond_present.sum(1)),
         "labels": torch.cat(labels),
     }
