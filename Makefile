@@ -29,8 +29,9 @@ install:
 test:
 	$(PYTHON) -m pytest -q
 
+# The slow tests but the SLURM ones (`make test-slurm`): the paper's config on the FLUX.1-dev-shaped backbone.
 test-slow:
-	$(PYTHON) -m pytest -q -m slow
+	$(PYTHON) -m pytest -q -m "slow and not slurm"
 
 # A one-node SLURM cluster on loopback (installs slurm-wlm and munge with apt-get when root).
 test-slurm:

@@ -4,7 +4,10 @@ Several processes ("ddp", or "auto" with more than one device in all) train with
 the condition tokens' output of the last single-stream block is never read, so the LoRA weights of that
 block's MLP never get a gradient, and plain DDP stops at the first step ("parameters that were not used in
 producing the loss"). The unused set is the same in every step, which is what `static_graph` needs; it
-costs nothing per step, unlike `find_unused_parameters`, which walks the autograd graph every step.
+costs nothing per step, unlike `find_unused_parameters`, which walks the autograd graph every step. With
+gradient accumulation (`trainer.accumulate_grad_batches` > 1, as the paper's config) DDP runs the first
+micro-batches under `no_sync`, which a static graph does not survive (pytorch/pytorch#143580: an internal
+assert at the first backward), so there it finds the unused parameters each step instead.
 "fsdp" shards the FLUX transformer block by block with FSDP2 (facemogle/sharding.py) through Lightning's
 `ModelParallelStrategy`, whose `configure_model` hook applies the sharding; it runs on GPUs and, with gloo,
 on CPUs (Lightning's FSDP1 `FSDPStrategy` needs an accelerator). Every rank writes its shard of the
@@ -39,6 +42,8 @@ def make_strategy(t: TrainerConfig) -> str | Strategy:
     if t.strategy == "fsdp":
         return FSDP2Strategy(process_count(t))
     if t.strategy == "ddp" or (t.strategy == "auto" and process_count(t) > 1):
+        if t.accumulate_grad_batches > 1:
+            return DDPStrategy(find_unused_parameters=True)
         return DDPStrategy(static_graph=True)
     return t.strategy
 

@@ -62,7 +62,9 @@ class Denoiser(nn.Module):
         needs (ignored by one without)."""
         cond_tokens = cond_ids = weights = None
         if cond_latents is not None:
-            mixed = self.mogle(cond_latents, noisy, t, expert_scale)
+            # MoGLE runs in its own dtype: float32 weights (an export, bf16-mixed) beside a bf16 backbone
+            dtype = next(self.mogle.parameters(), noisy).dtype
+            mixed = self.mogle(cond_latents.to(dtype), noisy.to(dtype), t, expert_scale)
             cond_tokens, weights = mixed.tokens.to(noisy.dtype), mixed.weights
             cond_ids = img_ids + self.cond_id_offset.to(img_ids)
         seq = text.sequence.to(noisy.dtype)

@@ -35,7 +35,8 @@ class RecordRank(Callback):
         self.initial: dict[str, torch.Tensor] = {}
 
     def on_train_start(self, trainer, pl_module):
-        self.initial = trainable_state_dict(pl_module)
+        # copies: unsharded on the CPU, the state dict holds the live parameters themselves
+        self.initial = {k: v.clone() for k, v in trainable_state_dict(pl_module).items()}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses[trainer.global_step] = float(outputs["loss"])

@@ -139,3 +139,10 @@ def test_trainer_strategy_fsdp_shards_over_every_process():
     strategy = make_strategy(TrainerConfig(devices=4, num_nodes=2, strategy="fsdp"))
     assert isinstance(strategy, FSDP2Strategy)
     assert (strategy._data_parallel_size, strategy._tensor_parallel_size) == (8, 1)
+
+
+def test_ddp_with_gradient_accumulation_finds_unused_parameters_instead_of_a_static_graph():
+    # a static graph fails under the no_sync of accumulation (pytorch/pytorch#143580)
+    accumulating = make_strategy(TrainerConfig(devices=2, strategy="ddp", accumulate_grad_batches=2))
+    assert accumulating._ddp_kwargs == {"find_unused_parameters": True}
+    assert make_strategy(TrainerConfig(devices=2, strategy="ddp"))._ddp_kwargs == {"static_graph": True}
