@@ -2,9 +2,12 @@
 
 With `cache=True` (needs the backbone) the first `prepare_data` / `setup` encodes the whole set once
 (data_modules.cache) and the dataloaders serve latents and text embeddings: a training step runs no
-VAE or text encoder. Batches are the collated dicts of FaceDataset / CachedDataset, e.g. for the
-cached path image_latents (b, l, d), cond_latents (b, 20, l, d), text_sequence (b, s, D),
-text_pooled (b, P), labels (b, H, W), cond_keep (b, 20), caption / key: lists of b strings.
+VAE or text encoder. With `cache_text=False` the cache holds no text embeddings (their padded T5
+sequences are most of its size) and the training step encodes the batch's captions instead. The build
+estimates the cache's size first and stops with a ValueError when the disk lacks the room.
+Batches are the collated dicts of FaceDataset / CachedDataset, e.g. for the cached path
+image_latents (b, l, d), cond_latents (b, 20, l, d), labels (b, H, W), cond_keep (b, 20),
+caption / key: lists of b strings, and with cache_text text_sequence (b, s, D), text_pooled (b, P).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class DataConfig:
     cache: bool = False
     cache_dir: str = "cache/latents"
     cache_dtype: str = "float32"  # float32 | float16 | bfloat16
+    cache_text: bool = True  # False: captions encoded each step instead of their T5 / CLIP outputs cached
     # encode the cache there (e.g. "cuda"; "auto": cuda when there is one), then move the encoders back
     cache_device: str | None = None
     cache_batch_size: int = 8
@@ -101,7 +105,9 @@ class FaceDataModule(L.LightningDataModule):
 
     def _find_or_build_cache(self) -> tuple[list[FaceRecord], Path]:
         c, scanned = self.config, self._scan()
-        key = fingerprint(scanned.records, self.backbone, c.resolution, c.cache_dtype, scanned.problems)
+        key = fingerprint(
+            scanned.records, self.backbone, c.resolution, c.cache_dtype, scanned.problems, c.cache_text
+        )
         folder = cache_folder(c.cache_dir, key)
         if is_complete(folder):
             meta = read_meta(folder)
@@ -130,6 +136,7 @@ class FaceDataModule(L.LightningDataModule):
                 batch_size=c.cache_batch_size,
                 num_workers=c.num_workers,
                 key=key,
+                text=c.cache_text,
             )
         finally:
             if cache_device is not None:

@@ -72,10 +72,15 @@ def load_face(record: FaceRecord, resolution: int) -> tuple[np.ndarray, np.ndarr
         if im.size != (resolution, resolution):
             im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
         image = np.array(im)
+    return image, load_labels(record, resolution)
+
+
+def load_labels(record: FaceRecord, resolution: int) -> np.ndarray:
+    """-> labels (resolution, resolution) uint8, as `load_face` gives them, without decoding the image."""
     mask = _center_square(Image.fromarray(read_mask(record)))
     if mask.size != (resolution, resolution):
         mask = mask.resize((resolution, resolution), Image.Resampling.NEAREST)
-    return image, np.array(mask)
+    return np.array(mask)
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:

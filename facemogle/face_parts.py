@@ -120,3 +120,14 @@ def split_mask(labels: torch.Tensor) -> torch.Tensor:
     binary = (labels.unsqueeze(-3) == parts.view(-1, 1, 1)).float() * 2.0 - 1.0  # (..., 19, H, W)
     binary = binary.unsqueeze(-3).expand(*binary.shape[:-2], 3, *binary.shape[-2:])  # (..., 19, 3, H, W)
     return torch.cat([global_map.unsqueeze(-4), binary], dim=-4)
+
+
+def present_maps(labels: torch.Tensor) -> torch.Tensor:
+    """Label map(s) (..., H, W) -> (..., 20) bool: which of `split_mask`'s maps are not the empty map (all
+    -1). A part's map is empty where the part is absent; the global map where every pixel's colour is
+    black (background). Counted from the labels, without building the maps."""
+    check_labels(labels)
+    parts = torch.arange(NUM_PARTS, device=labels.device)
+    has = (labels.long().flatten(-2).unsqueeze(-2) == parts.view(-1, 1)).any(-1)  # (..., 19)
+    coloured = torch.as_tensor(PALETTE.any(-1), device=labels.device)  # (19,): parts not black
+    return torch.cat([(has & coloured).any(-1, keepdim=True), has], dim=-1)

@@ -2,7 +2,8 @@
 
 It receives the built backbone and denoiser (experiments/build.py makes them from a config). Batches
 come from data_modules in one of two forms:
-    cached   image_latents (b, l, d), cond_latents (b, 20, l, d), text_sequence (b, s, D), text_pooled (b, P)
+    cached   image_latents (b, l, d), cond_latents (b, 20, l, d), and text_sequence (b, s, D),
+             text_pooled (b, P) or, when the cache holds no text, caption list[str] (encoded every step)
     raw      image (b, 3, H, W), cond_maps (b, 20, 3, H, W), caption list[str] (encoded every step)
 """
 
@@ -101,7 +102,10 @@ class FaceMoGLEModule(L.LightningModule):
     def prepare(self, batch: dict) -> Batch:
         dtype = self.backbone.transformer.dtype
         if "image_latents" in batch:
-            text = TextEmbeddings(batch["text_sequence"], batch["text_pooled"])
+            if "text_sequence" in batch:
+                text = TextEmbeddings(batch["text_sequence"], batch["text_pooled"])
+            else:
+                text = encode_prompts(self.backbone, list(batch["caption"]))
             return Batch(batch["image_latents"].to(dtype), batch["cond_latents"].to(dtype), text)
         x0 = encode_images(self.backbone, batch["image"]).to(dtype)
         cond = encode_images(self.backbone, batch["cond_maps"]).to(dtype)

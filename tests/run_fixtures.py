@@ -42,3 +42,14 @@ class RecordGuidance(Callback):
                 self.seen[stage] += args[1].float().unique().tolist()
 
         pl_module.backbone.transformer.time_text_embed.register_forward_pre_hook(hook)
+
+
+class CountCalls(Callback):
+    """Counts forward calls of `pick(pl_module)` from the start of fitting (after the data is prepared)."""
+
+    def __init__(self, pick):
+        self.pick = pick
+        self.calls = 0
+
+    def on_fit_start(self, trainer, pl_module):
+        self.pick(pl_module).register_forward_pre_hook(lambda *_: setattr(self, "calls", self.calls + 1))

@@ -21,3 +21,12 @@ def test_the_flux_dev_part_of_the_step_benchmark_runs_on_the_cpu(capsys):
     for variant in ("mogle (cached)", "plain condition", "no condition"):
         assert f"| {variant} |" in part
     assert "sampling, 2 steps, batch 1:" in part
+
+
+def test_cache_benchmark_prints_estimate_and_written_bytes_with_and_without_text(capsys):
+    main(["cache", "--faces", "2", "--resolution", "32"])
+    out = capsys.readouterr().out
+    assert "flux_dev_shaped at 32^2, bfloat16: 4 x 64 image tokens, T5 512 x 4096, CLIP 768" in out
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith(("| yes |", "| no |"))]
+    assert len(rows) == 2 and all(0.9 <= float(row[3]) <= 1.1 for row in rows)  # estimate / written
+    assert "30000 faces x 10 captions" in out and "TB" in rows[0][5]

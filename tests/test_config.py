@@ -31,3 +31,8 @@ def test_the_resolved_config_round_trips_through_yaml(tmp_path):
     config = load_config(overrides=["model.condition.cond_timestep=shared", "seed=3"])
     (tmp_path / "c.yaml").write_text(to_yaml(config))
     assert load_config(tmp_path / "c.yaml") == config
+
+
+def test_the_paper_config_encodes_captions_each_step_and_the_tiny_one_caches_their_embeddings():
+    assert not load_config("experiments/configs/flux_mmcelebahq.yaml").data.cache_text
+    assert load_config("experiments/configs/tiny.yaml").data.cache_text

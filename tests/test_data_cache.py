@@ -1,20 +1,34 @@
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from data_modules.cache import CachedDataset, build_cache, fingerprint, read_meta
+import data_modules.cache as cache
+from data_modules.cache import (
+    DTYPES,
+    CachedDataset,
+    build_cache,
+    estimate_size,
+    fingerprint,
+    folder_bytes,
+    read_meta,
+)
 from data_modules.datamodule import DataConfig, FaceDataModule
 from data_modules.dataset import Dropout, FaceDataset
 from data_modules.layouts import scan
 from data_modules.split import SplitConfig
 from data_modules.synthetic import write_synthetic
+from experiments.build import build_denoiser
+from experiments.config import ModelConfig
 from facemogle.backbone import tiny_flux
 from facemogle.encode import encode_images, encode_prompts
 from facemogle.face_parts import NUM_CONDITION_MAPS
+from facemogle.lit_module import FaceMoGLEModule
 
 RES = 32
 
@@ -194,3 +208,161 @@ def test_half_precision_storage(built, backbone, tmp_path):
     folder = build_cache(records[:2], backbone, RES, tmp_path, dtype="bfloat16", progress=False)
     item = CachedDataset(folder, records[:2])[0]
     assert item["image_latents"].dtype == torch.bfloat16 and item["cond_latents"].dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_items_are_the_direct_encodings_bit_for_bit_with_absent_maps_stored_once(
+    data, backbone, tmp_path, dtype
+):
+    records = scan(data).records[:4]
+    # batch 1: the build encodes each image and each map alone, as the direct encodings below do
+    folder = build_cache(
+        records, backbone, RES, tmp_path, dtype=dtype, shard_size=3, batch_size=1, progress=False
+    )
+    store = DTYPES[dtype]
+    empty = encode_images(backbone, torch.full((1, 3, RES, RES), -1.0))[0].to(store)
+    shard = load_file(folder / "shard_00000.safetensors")
+    assert shard["cond_latents"].shape[0] == shard["cond_present"].sum() < 3 * NUM_CONDITION_MAPS
+    dataset, faces = CachedDataset(folder, records), FaceDataset(records, RES)
+    absent = 0
+    for i in range(len(records)):
+        item, fresh = dataset[i], faces[i]
+        assert torch.equal(item["image_latents"], encode_images(backbone, fresh["image"][None])[0].to(store))
+        present = fresh["cond_maps"].flatten(1).amax(-1) > -1
+        absent += int((~present).sum())
+        for k in range(NUM_CONDITION_MAPS):
+            direct = encode_images(backbone, fresh["cond_maps"][k : k + 1])[0].to(store)
+            assert torch.equal(item["cond_latents"][k], direct if present[k] else empty)
+        text = encode_prompts(backbone, list(records[i].captions))  # one call per face, as the build's
+        assert torch.equal(item["text_sequence"], text.sequence[0].to(store))
+        assert torch.equal(item["text_pooled"], text.pooled[0].to(store))
+        assert item["cond_latents"].dtype == store and torch.equal(item["labels"], fresh["labels"])
+    assert absent > 0
+
+
+def test_without_text_the_cache_holds_latents_only_and_items_carry_their_captions(built, backbone, tmp_path):
+    records, with_text = built
+    folder = build_cache(records, backbone, RES, tmp_path, shard_size=3, progress=False, text=False)
+    assert folder.name != with_text.name and not read_meta(folder).text
+    assert set(load_file(folder / "common.safetensors")) == {"empty_latent"}
+    assert set(load_file(folder / "shard_00000.safetensors")) == {
+        "image_latents",
+        "cond_present",
+        "cond_latents",
+        "cond_offsets",
+        "labels",
+    }
+    torch.manual_seed(0)
+    item = CachedDataset(folder, records, train=True, dropout=Dropout(0.0, 0.5))[5]
+    torch.manual_seed(0)
+    same = CachedDataset(with_text, records, train=True, dropout=Dropout(0.0, 0.5))[5]
+    assert "text_sequence" not in item and "text_pooled" not in item
+    assert item["caption"] == same["caption"] and torch.equal(item["cond_keep"], same["cond_keep"])
+    for k in ("image_latents", "cond_latents", "labels"):
+        assert torch.equal(item[k], same[k])
+    assert CachedDataset(folder, records, train=True, dropout=Dropout(1.0, 0.0))[5]["caption"] == ""
+
+
+def test_without_cached_text_the_module_encodes_the_batch_captions(data, tmp_path):
+    backbone = tiny_flux()
+    module = FaceMoGLEModule(backbone, build_denoiser(backbone, ModelConfig()), resolution=RES)
+    batches = {}
+    for cache_text in (True, False):
+        config = DataConfig(
+            root=str(data),
+            resolution=RES,
+            split=SplitConfig("fraction"),
+            batch_size=3,
+            text_dropout=0.5,
+            cache=True,
+            cache_dir=str(tmp_path),
+            cache_text=cache_text,
+        )
+        dm = FaceDataModule(config, backbone)
+        dm.setup("fit")
+        torch.manual_seed(0)
+        batches[cache_text] = next(iter(dm.train_dataloader()))
+    assert len(list(tmp_path.iterdir())) == 2  # the two choices never share a folder
+    cached, captions = batches[True], batches[False]
+    assert "text_sequence" not in captions and captions["caption"] == cached["caption"]
+    assert "" in captions["caption"]  # text dropout fired for one of them, and "" is what gets encoded
+    a, b = module.prepare(cached), module.prepare(captions)
+    assert torch.equal(a.x0, b.x0) and torch.equal(a.cond, b.cond)
+    torch.testing.assert_close(b.text.sequence, a.text.sequence, atol=1e-5, rtol=0)
+    torch.testing.assert_close(b.text.pooled, a.text.pooled, atol=1e-5, rtol=0)
+
+
+def test_without_text_the_fingerprint_ignores_the_text_encoders_but_never_matches_a_text_cache(
+    data, backbone
+):
+    records = scan(data).records
+    other = tiny_flux()
+    with torch.no_grad():
+        next(other.text_encoder_2.parameters()).add_(1.0)
+    assert fingerprint(records, other, RES, text=False) == fingerprint(records, backbone, RES, text=False)
+    assert fingerprint(records, other, RES) != fingerprint(records, backbone, RES)
+    assert fingerprint(records, backbone, RES, text=False) != fingerprint(records, backbone, RES)
+
+
+@pytest.mark.parametrize(("dtype", "text"), [("float32", True), ("bfloat16", True), ("bfloat16", False)])
+def test_the_size_estimate_is_within_ten_percent_of_the_bytes_written(data, backbone, tmp_path, dtype, text):
+    records = scan(data).records
+    estimate = estimate_size(records, backbone, RES, dtype, text, shard_size=3)
+    folder = build_cache(
+        records, backbone, RES, tmp_path, dtype=dtype, shard_size=3, progress=False, text=text
+    )
+    stored = sum(int(load_file(f)["cond_present"].sum()) for f in folder.glob("shard_*.safetensors"))
+    assert estimate.present_maps == stored and estimate.faces == 8
+    assert abs(estimate.bytes - folder_bytes(folder)) <= 0.1 * folder_bytes(folder)
+    sampled = estimate_size(records, backbone, RES, dtype, text, shard_size=3, sample=3)
+    assert abs(sampled.bytes - folder_bytes(folder)) <= 0.1 * folder_bytes(folder)
+
+
+def _free_space(monkeypatch, free: int) -> None:
+    usage = shutil.disk_usage("/")
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage._replace(free=free))
+
+
+def test_a_disk_without_room_is_an_error_before_anything_is_written(data, backbone, tmp_path, monkeypatch):
+    records = scan(data).records
+    estimate = estimate_size(records, backbone, RES, "float32", True, shard_size=3)
+    _free_space(monkeypatch, estimate.bytes - 1)
+    vae = Counter(monkeypatch, backbone.vae, "encode")
+    root = tmp_path / "cache"
+    with pytest.raises(ValueError) as err:
+        build_cache(records, backbone, RES, root, shard_size=3, progress=False)
+    message = str(err.value)
+    folder = cache.cache_folder(root, fingerprint(records, backbone, RES))
+    for part in (str(folder), str(estimate.bytes), str(estimate.bytes - 1), "data.cache_dir"):
+        assert part in message
+    assert "data.cache_text=false" in message and "data.cache_dtype=bfloat16" in message
+    assert not root.exists() and vae.calls == 0
+    _free_space(monkeypatch, estimate.bytes)
+    assert build_cache(records, backbone, RES, root, shard_size=3, progress=False) == folder
+
+
+def test_a_write_that_fails_midway_leaves_no_half_written_file(data, backbone, tmp_path, monkeypatch):
+    records = scan(data).records
+    save_file = cache.save_file
+    calls = []
+
+    def disk_full_on_the_second_shard(tensors, path):
+        calls.append(path)
+        if len(calls) == 3:  # common, shard 0, then shard 1
+            path.write_bytes(b"the first bytes of a shard")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save_file(tensors, path)
+
+    monkeypatch.setattr(cache, "save_file", disk_full_on_the_second_shard)
+    with pytest.raises(OSError, match="No space left") as err:
+        build_cache(records, backbone, RES, tmp_path, shard_size=3, progress=False)
+    folder = calls[0].parent
+    assert str(folder) in "".join(err.value.__notes__)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "common.safetensors",
+        "meta.json",
+        "shard_00000.safetensors",
+    ]
+    monkeypatch.setattr(cache, "save_file", save_file)
+    assert build_cache(records, backbone, RES, tmp_path, shard_size=3, progress=False) == folder
+    assert len(CachedDataset(folder, records)) == len(records)

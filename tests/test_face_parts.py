@@ -8,6 +8,7 @@ from facemogle.face_parts import (
     PARTS,
     colorize,
     labels_from_colors,
+    present_maps,
     split_mask,
 )
 
@@ -33,6 +34,16 @@ def test_split_mask_gives_global_colour_map_and_one_binary_map_per_part():
 def test_split_mask_rejects_labels_out_of_range():
     with pytest.raises(ValueError, match="label 19 is out of range"):
         split_mask(torch.full((4, 4), 19))
+
+
+def test_present_maps_are_the_maps_that_are_not_all_empty():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 19, (4, 6, 6), generator=g) % torch.tensor([19, 3, 1, 2]).view(-1, 1, 1)
+    labels[3] = torch.where(labels[3] > 0, 13, 0)  # background and hair only
+    present = present_maps(labels)
+    assert torch.equal(present, split_mask(labels).flatten(-3).amax(-1) > -1)
+    assert present[2].tolist() == [False, True] + [False] * 18  # all background: the global map is black
+    assert present[3].tolist() == [True, True] + [False] * 12 + [True] + [False] * 5
 
 
 def test_palette_colours_map_back_to_labels():

@@ -2,10 +2,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from data_modules.cache import read_meta
 from experiments.config import load_config
 from experiments.train import train
 from facemogle.backbone import TinyFluxConfig, save_flux, tiny_flux
-from tests.run_fixtures import KillAt, RecordGuidance, write_workspace
+from tests.run_fixtures import CountCalls, KillAt, RecordGuidance, write_workspace
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,15 @@ def test_a_run_writes_checkpoints_export_and_metrics(setup):
     assert "train/loss" in (run / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert all("lora_" in k or k.startswith("denoiser.mogle.") for k in ckpt["state_dict"])
+
+
+def test_a_run_without_cached_text_encodes_each_batch_captions(setup):
+    t5 = CountCalls(lambda module: module.backbone.text_encoder_2)
+    extra = ("data.cache_text=false", "trainer.val_check_interval=2")
+    trainer = train(config(setup, "no-text", 2, *extra), extra_callbacks=[t5])
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["val/loss"])
+    assert not read_meta(trainer.datamodule.cache_folder).text
+    assert t5.calls >= 3  # two training batches and the validation batches, after the cache was built
 
 
 def test_a_guidance_distilled_backbone_trains_and_validates_at_train_guidance(setup):
