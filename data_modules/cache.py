@@ -39,9 +39,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -55,6 +54,7 @@ from tqdm import tqdm
 
 from data_modules.dataset import Dropout, FaceDataset, caption_index, load_labels, sample_dropout
 from data_modules.layouts import FaceRecord, Problem
+from facemogle.atomic import atomic_write, atomic_write_text
 from facemogle.backbone import FluxBackbone
 from facemogle.encode import encode_images, encode_prompts
 from facemogle.face_parts import NUM_CONDITION_MAPS, present_maps
@@ -139,18 +139,8 @@ def _shard_name(j: int) -> str:
     return f"shard_{j:05d}.safetensors"
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """`write` a temporary file, then os.replace it onto `path`: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # still there only when the write or the rename failed
-
-
 def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    _atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp))
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp))
 
 
 def _json(data: dict) -> str:
@@ -158,7 +148,7 @@ def _json(data: dict) -> str:
 
 
 def _atomic_write_json(data: dict, path: Path) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(_json(data), encoding="utf-8"))
+    atomic_write_text(path, _json(data))
 
 
 def is_complete(folder: Path) -> bool:

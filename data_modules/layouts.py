@@ -21,7 +21,6 @@ the other (1024^2 image with a 512^2 mask is fine, 1024^2 with 500^2 or 512x256 
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facemogle.atomic import atomic_write
 from facemogle.face_parts import PALETTE, PART_INDEX, PARTS, check_labels, labels_from_colors
 
 LAYOUTS = ("auto", "mm-celeba-hq", "celebamask-hq")
@@ -296,8 +296,6 @@ def save_label_map(labels: np.ndarray, path: Path) -> None:
 
 
 def atomic_save(im: Image.Image, path: Path, **kwargs) -> None:
-    """Save through a temporary file and os.replace, so an interrupted run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    im.save(tmp, format=Image.registered_extensions()[path.suffix.lower()], **kwargs)
-    os.replace(tmp, path)
+    """Save through facemogle.atomic, so an interrupted run never leaves half a file."""
+    fmt = Image.registered_extensions()[path.suffix.lower()]
+    atomic_write(path, lambda tmp: im.save(tmp, format=fmt, **kwargs))

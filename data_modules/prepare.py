@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from data_modules.layouts import DataFileError, FaceRecord, Problem, merge_parts, save_label_map, scan
+from facemogle.atomic import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 SOURCES = ("celebamask-hq",)
@@ -37,14 +38,9 @@ def _convert(job: tuple[FaceRecord, Path]) -> Problem | None:
     except DataFileError as e:
         return e.problem
     if not image.is_file():
-        tmp = image.with_name(f".{image.name}.tmp")
-        shutil.copyfile(record.image, tmp)
-        os.replace(tmp, image)
+        atomic_write(image, lambda tmp: shutil.copyfile(record.image, tmp))
     if record.captions:
-        text = out / "text" / f"{record.key}.txt"
-        tmp = text.with_name(f".{text.name}.tmp")
-        tmp.write_text("\n".join(record.captions) + "\n", encoding="utf-8")
-        os.replace(tmp, text)
+        atomic_write_text(out / "text" / f"{record.key}.txt", "\n".join(record.captions) + "\n")
     return None
 
 

@@ -20,8 +20,6 @@ generated at that resolution, so no metric could tell a model that follows its m
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from data_modules.layouts import atomic_save, save_label_map
+from facemogle.atomic import atomic_write_json, atomic_write_text
 from facemogle.face_parts import NUM_PARTS, PART_INDEX
 
 SKIN_TONES = {
@@ -374,13 +373,9 @@ def write_synthetic(out: str | Path, n: int, size: int, seed: int = 0, progress:
         face = draw_face(np.random.default_rng([seed, i]), size)
         atomic_save(Image.fromarray(face.image), out / "face" / f"{i}.jpg", quality=95)
         save_label_map(face.labels, out / "mask" / f"{i}.png")
-        text = out / "text" / f"{i}.txt"
-        text.parent.mkdir(parents=True, exist_ok=True)
-        text.write_text("\n".join(face.captions) + "\n", encoding="utf-8")
+        atomic_write_text(out / "text" / f"{i}.txt", "\n".join(face.captions) + "\n")
         attributes[str(i)] = asdict(face.attributes)
-    tmp = out / ".attributes.json.tmp"
-    tmp.write_text(json.dumps(attributes, indent=1), encoding="utf-8")
-    os.replace(tmp, out / "attributes.json")
+    atomic_write_json(out / "attributes.json", attributes)
     return out
 
 

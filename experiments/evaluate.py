@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ from data_modules.dataset import load_face
 from data_modules.layouts import FaceRecord, scan
 from data_modules.split import split_keys
 from experiments.run_io import load_run
+from facemogle.atomic import atomic_write, atomic_write_json, atomic_write_text
 from facemogle.evaluators import EvaluatorConfig
 from facemogle.face_parts import PARTS
 from facemogle.metrics.suite import GenerationMetrics, MetricsConfig, RealFeatures, build_generation_metrics
@@ -103,13 +102,9 @@ def add_real(
         torch.cat([p.clip for p in parts]) if parts[0].clip is not None else None,
     )
     metrics.add_real(real)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        # Written under a temporary name and renamed: runs evaluated in parallel (the ablation's SLURM
-        # array) share the cache, and a reader must never see half a file.
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        torch.save({"features": real.features.cpu(), "clip": _to(real.clip, "cpu")}, tmp)
-        os.replace(tmp, cache)
+    if cache is not None:  # runs evaluated in parallel (the ablation's SLURM array) share the cache
+        features = {"features": real.features.cpu(), "clip": _to(real.clip, "cpu")}
+        atomic_write(cache, lambda tmp: torch.save(features, tmp))
 
 
 def _to(t: torch.Tensor | None, device) -> torch.Tensor | None:
@@ -254,10 +249,10 @@ def main(argv: list[str] | None = None) -> dict:
         "text_only_condition": settings.text_only_condition if "text" in modes else None,
         "evaluators": vars(evaluators),
     }
-    (out_dir / f"{args.split}.json").write_text(json.dumps({**results, "meta": meta}, indent=2))
+    atomic_write_json(out_dir / f"{args.split}.json", {**results, "meta": meta}, indent=2)
     title = f"{Path(args.run).name}: {args.split} split, {len(records)} faces"
     table = markdown_table(results, title, settings.text_only_condition)
-    (out_dir / f"{args.split}.md").write_text(table)
+    atomic_write_text(out_dir / f"{args.split}.md", table)
     print(table)
     print(f"wrote {out_dir / (args.split + '.json')} and {out_dir / (args.split + '.md')}")
     return results

@@ -10,7 +10,6 @@ The backbone itself is not copied: config.yaml names its directory (`backbone.pa
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from experiments.build import build_backbone, build_denoiser
 from experiments.config import Config, load_config, to_yaml
+from facemogle.atomic import atomic_dir
 from facemogle.backbone import FluxBackbone
 from facemogle.denoiser import Denoiser
 from facemogle.lora import LORA_FILE, load_lora, save_lora
@@ -40,19 +40,11 @@ def export_run(
     are sharded (FSDP); by default its state_dict()."""
     weights = denoiser.state_dict() if weights is None else weights
     final = Path(run_dir) / EXPORT
-    tmp = final.with_name(EXPORT + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "config.yaml").write_text(to_yaml(config))
-    save_lora(denoiser.transformer, tmp / "lora", state_dict=_under(weights, "transformer."))
-    state = {k: v.detach().float().cpu().contiguous() for k, v in _under(weights, "mogle.").items()}
-    save_file(state, tmp / "mogle.safetensors")
-    old = final.with_name(EXPORT + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(final) as tmp:
+        (tmp / "config.yaml").write_text(to_yaml(config))
+        save_lora(denoiser.transformer, tmp / "lora", state_dict=_under(weights, "transformer."))
+        state = {k: v.detach().float().cpu().contiguous() for k, v in _under(weights, "mogle.").items()}
+        save_file(state, tmp / "mogle.safetensors")
     return final
 
 
