@@ -9,6 +9,7 @@ FACES ?= 3000
 BACKBONE ?= checkpoints/tiny-flux
 EVALUATORS ?= checkpoints/evaluators/synthetic
 CONFIG ?= experiments/configs/tiny.yaml
+EVALUATORS_CONFIG ?= experiments/configs/evaluators_synthetic.yaml
 RUN ?= runs/tiny
 ARGS ?=
 EVAL_N ?= 120
@@ -61,7 +62,7 @@ $(BACKBONE)/model_index.json: $(DATA)/attributes.json
 	$(PYTHON) -m experiments.pretrain_backbone --data $(DATA) --out $(BACKBONE)
 
 $(EVALUATORS)/report.json: $(DATA)/attributes.json
-	$(PYTHON) -m experiments.train_evaluators --data $(DATA) --out $(EVALUATORS)
+	$(PYTHON) -m experiments.train_evaluators --config $(EVALUATORS_CONFIG) run_dir=$(EVALUATORS) data.root=$(DATA)
 
 $(RUN)/export/config.yaml: $(BACKBONE)/model_index.json $(DATA)/attributes.json $(EVALUATORS)/report.json
 	$(PYTHON) -m experiments.train --config $(CONFIG) run_dir=$(RUN) backbone.path=$(BACKBONE) data.root=$(DATA) \

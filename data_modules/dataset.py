@@ -83,6 +83,34 @@ def load_labels(record: FaceRecord, resolution: int) -> np.ndarray:
     return np.array(mask)
 
 
+@dataclass
+class FaceArrays:
+    """Faces held in memory, in record order."""
+
+    images: torch.Tensor  # (n, 3, H, W) float in [0, 1]
+    labels: torch.Tensor  # (n, H, W) long in 0..18
+    captions: list[tuple[str, ...]]  # every caption of each face
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def first_captions(self) -> list[str]:
+        return [caps[0] for caps in self.captions]
+
+
+def load_faces(records: Sequence[FaceRecord], resolution: int) -> FaceArrays:
+    """Read faces into memory as `load_face` gives them; a face without captions is an error."""
+    for r in records:
+        if not r.captions:
+            raise ValueError(f"{r.caption_file or r.image}: face {r.key} has no caption")
+    images, labels = zip(*(load_face(r, resolution) for r in records), strict=True)
+    return FaceArrays(
+        torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0,
+        torch.from_numpy(np.stack(labels)).long(),
+        [tuple(r.captions) for r in records],
+    )
+
+
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float in [-1, 1]."""
     return torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1.0

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from callbacks.generation_eval import GenerationEvalConfig
 from data_modules.datamodule import DataConfig
-from facemogle.evaluators import EvaluatorConfig
+from data_modules.evaluator_data import EvaluatorDataConfig
+from facemogle.evaluators import EvaluatorConfig, SmallClipConfig, SmallParserConfig
+from facemogle.evaluators.lit_modules import ClipTrainConfig, ParserTrainConfig
 from facemogle.flux_forward import ConditionSettings
 from facemogle.lit_module import TrainConfig
 from facemogle.lora import LoRASettings
 from facemogle.metrics.suite import MetricsConfig
 from facemogle.mogle import MoGLEConfig
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -93,10 +97,64 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file <- `key=value` overrides, checked against the dataclasses."""
-    schema = OmegaConf.structured(Config)
-    layers = [schema]
+@dataclass
+class EvaluatorTrainerConfig:
+    """Lightning Trainer settings for both evaluators (one device: their batches are one seeded stream)."""
+
+    accelerator: str = "auto"
+    precision: str = "32-true"
+    log_every_n_steps: int = 50
+    checkpoint_every_n_steps: int = 1000
+    progress_bar: bool = True
+
+
+@dataclass
+class ParserStageConfig:
+    steps: int = 4000
+    batch_size: int = 8
+    max_blur: float = 1.2  # largest blur sigma in pixels (augmentation); 0: colour jitter only
+    train: ParserTrainConfig = field(default_factory=ParserTrainConfig)
+    model: SmallParserConfig = field(default_factory=SmallParserConfig)
+
+    def __post_init__(self) -> None:
+        _check_stage("parser", self.steps, self.batch_size)
+
+
+@dataclass
+class ClipStageConfig:
+    steps: int = 400
+    batch_size: int = 128
+    max_blur: float = 0.0
+    train: ClipTrainConfig = field(default_factory=ClipTrainConfig)
+    model: SmallClipConfig = field(default_factory=SmallClipConfig)
+
+    def __post_init__(self) -> None:
+        _check_stage("clip", self.steps, self.batch_size)
+
+
+def _check_stage(name: str, steps: int, batch_size: int) -> None:
+    if steps <= 0 or batch_size <= 0:
+        raise ValueError(f"{name}.steps={steps} and {name}.batch_size={batch_size} must be positive")
+
+
+@dataclass
+class EvaluatorsConfig:
+    """`python -m experiments.train_evaluators`: the small face parser, then the small CLIP, on one face set."""
+
+    run_dir: str = "checkpoints/evaluators/synthetic"
+    seed: int = 0
+    data: EvaluatorDataConfig = field(default_factory=EvaluatorDataConfig)
+    parser: ParserStageConfig = field(default_factory=ParserStageConfig)
+    clip: ClipStageConfig = field(default_factory=ClipStageConfig)
+    trainer: EvaluatorTrainerConfig = field(default_factory=EvaluatorTrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, schema: type[T] = Config
+) -> T:
+    """Defaults <- YAML file <- `key=value` overrides, checked against the dataclass `schema`."""
+    layers = [OmegaConf.structured(schema)]
     if path is not None:
         if not Path(path).is_file():
             raise ValueError(f"config file {path} does not exist")
@@ -107,7 +165,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return OmegaConf.to_object(merged)
     except ConfigKeyError as err:
         raise ValueError(
-            f"{_where(path)}unknown config key {err.full_key!r}; valid keys: {_siblings(err)}"
+            f"{_where(path)}unknown config key {err.full_key!r}; valid keys: {_siblings(err, schema)}"
         ) from err
     except ValidationError as err:
         raise ValueError(
@@ -119,9 +177,9 @@ def _where(path) -> str:
     return f"{path}: " if path is not None else ""
 
 
-def _siblings(err: ConfigKeyError) -> str:
+def _siblings(err: ConfigKeyError, schema: type = Config) -> str:
     parent = err.full_key.rsplit(".", 1)[0] if "." in err.full_key else ""
-    node = OmegaConf.structured(Config)
+    node = OmegaConf.structured(schema)
     for part in filter(None, parent.split(".")):
         node = node[part]
     return ", ".join(sorted(node.keys()))

@@ -7,8 +7,9 @@ iou: {part: value}}, "meta": {...}}) and RUN_DIR/eval/SPLIT.md (the paper's colu
 split's first N in key order, with their first caption; item i is sampled from seed + i. The text mode is
 conditioned as `--text-only-condition none|background` says (default: the run's
 train.sample.text_only_condition; facemogle.sampling explains both); meta and the table record it.
-Evaluator models default to the small synthetic ones (facemogle.evaluators.EvaluatorConfig); for real
-data pass --features inception --clip DIR --parser DIR. Real-image features are cached in --cache-dir,
+Evaluator models: --clip DIR (needed for the default --features clip) and --parser DIR, the small
+synthetic ones from `make evaluators` (checkpoints/evaluators/synthetic/{clip,parser}); for real data
+--features inception --inception FILE --clip DIR --parser DIR. Real-image features are cached in --cache-dir,
 keyed by the data, the resolution and the evaluator models, so they are computed once per data set.
 """
 
@@ -19,12 +20,11 @@ import hashlib
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from callbacks.generation_eval import MODES
-from data_modules.dataset import load_face
+from data_modules.dataset import load_faces
 from data_modules.layouts import FaceRecord, scan
 from data_modules.split import split_keys
 from experiments.run_io import load_run
@@ -62,13 +62,6 @@ def split_records(config, split: str, n: int | None) -> list[FaceRecord]:
         if not r.captions:
             raise ValueError(f"{r.caption_file or r.image}: face {r.key} has no caption")
     return records
-
-
-def load_faces(records: list[FaceRecord], resolution: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """-> images (n, 3, H, W) in [0, 1], labels (n, H, W) long, first captions."""
-    images, labels = zip(*(load_face(r, resolution) for r in records), strict=True)
-    images_t = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
-    return images_t, torch.from_numpy(np.stack(labels)).long(), [r.captions[0] for r in records]
 
 
 def real_cache_file(
@@ -174,12 +167,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     defaults = EvaluatorConfig()
     ap.add_argument("--features", default=defaults.features, help="FID/KID features: clip | inception")
-    ap.add_argument("--clip", default=defaults.clip_path, help="CLIP directory ('' for none)")
-    ap.add_argument(
-        "--parser", default=defaults.parser_path, help="SegFormer face parser directory ('' for none)"
-    )
+    ap.add_argument("--clip", default=None, help="CLIP directory (none: no CLIP score / CMMD)")
+    ap.add_argument("--parser", default=None, help="SegFormer face parser directory (none: no mask mIoU)")
     ap.add_argument("--parser-label-order", default=None, help="celebamask-hq | face-parsing.pytorch")
-    ap.add_argument("--inception", default=defaults.inception_path, help="Inception weights file")
+    ap.add_argument("--inception", default=None, help="Inception weights file (--features inception)")
     ap.add_argument("--cache-dir", default="cache/eval", help="real-image feature cache ('' for none)")
     ap.add_argument("--kid-subset-size", type=int, default=MetricsConfig.kid_subset_size)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the run's config")
@@ -197,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser_path=args.parser or None,
         parser_label_order=args.parser_label_order,
         features=args.features,
-        inception_path=args.inception,
+        inception_path=args.inception or None,
     )
     run = load_run(args.run, args.set)
     device = torch.device(args.device)
@@ -210,7 +201,8 @@ def main(argv: list[str] | None = None) -> dict:
         settings.text_only_condition = args.text_only_condition
 
     records = split_records(run.config, args.split, args.n)
-    images, labels, captions = load_faces(records, run.config.data.resolution)
+    faces = load_faces(records, run.config.data.resolution)
+    images, labels, captions = faces.images, faces.labels, faces.first_captions()
     metrics = build_generation_metrics(evaluators, MetricsConfig(kid_subset_size=args.kid_subset_size)).to(
         device
     )

@@ -16,7 +16,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from callbacks.visuals import _heat, region_gate_weights
-from experiments.evaluate import load_faces, split_records
+from data_modules.dataset import load_faces
+from experiments.evaluate import split_records
 from experiments.run_io import load_run
 from facemogle.face_parts import NUM_CONDITION_MAPS, PARTS
 from facemogle.sampling import SampleSettings, sample
@@ -43,7 +44,8 @@ def gate_trajectory(run_dir: Path, n: int, sample_steps: int | None, batch: int 
     if sample_steps is not None:
         settings.steps = sample_steps
     res = run.config.data.resolution
-    _, labels, captions = load_faces(split_records(run.config, "test", n), res)
+    faces = load_faces(split_records(run.config, "test", n), res)
+    labels, captions = faces.labels, faces.first_captions()
     device = run.backbone.transformer.device
     regions, sigmas = [], None
     for start in range(0, len(captions), batch):

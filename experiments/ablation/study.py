@@ -121,7 +121,7 @@ def evaluate_argv(settings: StudySettings, config: Config) -> list[str]:
     argv = [
         *("--run", config.run_dir, "--split", SPLIT, "--modes", MODE, "--seed", "0"),
         *("--features", ev.features, "--clip", ev.clip_path or "", "--parser", ev.parser_path or ""),
-        *("--inception", ev.inception_path, "--cache-dir", settings.eval_cache_dir),
+        *("--inception", ev.inception_path or "", "--cache-dir", settings.eval_cache_dir),
         *("--kid-subset-size", str(config.eval.metrics.kid_subset_size)),
     ]
     if ev.parser_label_order:

@@ -1,0 +1,50 @@
+"""Which evaluator models a run is scored with, and the FID/KID feature extractor they give."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from facemogle.evaluators.clip import CLIP_HINT, ClipEmbedder
+from facemogle.evaluators.inception import load_inception
+from facemogle.evaluators.parser import LABEL_ORDERS
+
+FEATURE_EXTRACTORS = ("inception", "clip")
+
+
+@dataclass
+class EvaluatorConfig:
+    """Where the evaluator models are; None: the metrics that need one are left out. Synthetic data: the
+    small ones `make evaluators` trains (clip_path RUN_DIR/clip, parser_path RUN_DIR/parser). Real data:
+    features="inception" with inception_path, clip_path a CLIP directory (e.g. openai/clip-vit-large-patch14),
+    parser_path a SegFormer face parser (with parser_label_order if its classes are in another order)."""
+
+    clip_path: str | None = None  # None: no CLIP score / CMMD
+    parser_path: str | None = None  # None: no mask consistency
+    parser_label_order: str | None = None  # None | "celebamask-hq" | "face-parsing.pytorch"
+    features: str = "clip"  # FID / KID features: "clip" (clip_path's image tower) | "inception"
+    inception_path: str | None = None  # features="inception": pt_inception-2015-12-05-6726825d.pth
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURE_EXTRACTORS:
+            raise ValueError(f"evaluators.features={self.features!r}: expected one of {FEATURE_EXTRACTORS}")
+        if self.parser_label_order is not None and self.parser_label_order not in LABEL_ORDERS:
+            raise ValueError(
+                f"evaluators.parser_label_order={self.parser_label_order!r}: expected one of {sorted(LABEL_ORDERS)}"
+            )
+
+
+def build_feature_extractor(
+    kind: str, clip: ClipEmbedder | None = None, inception_path: str | None = None
+) -> nn.Module:
+    """FID/KID features: "inception" (the standard, real data) or "clip" (the CLIP image tower)."""
+    if kind == "inception":
+        return load_inception(inception_path)
+    if kind == "clip":
+        if clip is None:
+            raise ValueError(
+                f"evaluators.features='clip' needs a CLIP model (evaluators.clip_path, or --clip): {CLIP_HINT}"
+            )
+        return clip
+    raise ValueError(f"feature extractor {kind!r} is not one of {FEATURE_EXTRACTORS}")
