@@ -27,6 +27,7 @@ from data_modules.layouts import (
     scan,
     sizes_compatible,
 )
+from data_modules.readers import oriented_size
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def check_record(record: FaceRecord) -> list[Problem]:
     try:
         with Image.open(record.image) as im:
             im.load()
-            image_size = im.size
+            image_size = oriented_size(im)
     except IMAGE_ERRORS as e:
         return [*problems, Problem(record.image, f"unreadable image ({e})")]
     try:
