@@ -26,6 +26,7 @@ from callbacks.generation_eval import GenerationEvaluator
 from callbacks.requeue import RequeueOnSignal
 from data_modules.datamodule import FaceDataModule
 from experiments.build import build_module
+from experiments.checkpoints import AtomicCheckpointIO, newest_checkpoint
 from experiments.config import Config, load_config, to_yaml
 from experiments.run_io import export_run
 from experiments.strategy import make_strategy
@@ -91,6 +92,14 @@ def make_callbacks(config: Config) -> list[L.Callback]:
     return callbacks
 
 
+def plugins(config: Config) -> list:
+    # FSDP writes its own sharded folders (experiments.strategy.FSDP2Strategy); everything else a file
+    found = [] if config.trainer.strategy == "fsdp" else [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # srun starts the processes; requeueing is RequeueOnSignal's
+        found.append(SLURMEnvironment(auto_requeue=False))
+    return found
+
+
 def make_trainer(config: Config, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     t = config.trainer
     return L.Trainer(
@@ -103,8 +112,7 @@ def make_trainer(config: Config, extra_callbacks: list[L.Callback] | None = None
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=make_strategy(t),
-        # srun starts the processes; requeueing is RequeueOnSignal's (see callbacks/requeue.py)
-        plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
+        plugins=plugins(config),
         # data_modules.resumable splits the training order by rank itself; a DistributedSampler around it
         # would split it again (and break mid-epoch resume)
         use_distributed_sampler=False,
@@ -119,13 +127,8 @@ def make_trainer(config: Config, extra_callbacks: list[L.Callback] | None = None
 
 
 def last_checkpoint(config: Config) -> Path | None:
-    """The newer of checkpoints/last.ckpt (periodic) and checkpoints/requeue.ckpt (a requeue signal): files,
-    or folders of shards (trainer.strategy=fsdp) whose meta.pt rank 0 writes last."""
-    folder = Path(config.run_dir) / CHECKPOINTS
-    found = [p / "meta.pt" if p.is_dir() else p for p in (folder / "last.ckpt", folder / REQUEUE_CHECKPOINT)]
-    found = [p for p in found if p.is_file()]
-    newest = max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
-    return newest.parent if newest is not None and newest.name == "meta.pt" else newest
+    """The newest checkpoint of the run that loads (experiments.checkpoints.newest_checkpoint)."""
+    return newest_checkpoint(Path(config.run_dir) / CHECKPOINTS)
 
 
 def train(config: Config, resume: bool = False, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
