@@ -28,6 +28,7 @@ from data_modules.layouts import (
     sizes_compatible,
 )
 from data_modules.readers import oriented_size
+from facemogle.cli import run_cli
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +97,13 @@ def validate(scanned: Scan, strict: bool = True) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0: every item usable; 1: problems listed, one a line; 2 (run_cli): no data set to check."""
     parser = argparse.ArgumentParser(description="Check a face data set; one line per problem.")
     parser.add_argument("root")
     parser.add_argument("--layout", default="auto", choices=LAYOUTS)
     parser.add_argument("--captions", default=None, help="caption folder or json (raw CelebAMask-HQ layout)")
     args = parser.parse_args(argv)
-    try:
-        report = validate(scan(args.root, args.layout, args.captions), strict=False)
-    except ValueError as e:
-        print(e, file=sys.stderr)
-        return 1
+    report = validate(scan(args.root, args.layout, args.captions), strict=False)  # no data set at all: raises
     for problem in report.problems:
         print(problem)
     print(f"{len(report.records)} items ok, {len(report.skipped)} with problems", file=sys.stderr)
@@ -113,4 +111,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(lambda: sys.exit(main()))

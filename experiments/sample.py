@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from data_modules.layouts import read_label_map
 from experiments.run_io import load_run
+from facemogle.cli import run_cli
 from facemogle.face_parts import PARTS
 from facemogle.mogle import MoGLEConfig
 from facemogle.sampling import TEXT_ONLY_CONDITIONS, SampleSettings, sample
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--region-scale", nargs="*", default=[], metavar="PART=S")
     p.add_argument("--batch", type=int, default=8)
     args = p.parse_args(argv)
+    if args.n < 1:
+        p.error(f"--n {args.n}: give at least 1 image")
     if args.mask and args.masks:
         p.error("give --mask or --masks, not both")
     if not (args.prompt or args.mask or args.masks):
@@ -154,4 +157,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

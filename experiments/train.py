@@ -11,13 +11,17 @@ The run directory (`run_dir`) holds:
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.utilities.rank_zero import _get_rank
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
@@ -27,9 +31,12 @@ from callbacks.requeue import RequeueOnSignal
 from data_modules.datamodule import FaceDataModule
 from experiments.build import build_module
 from experiments.checkpoints import AtomicCheckpointIO, newest_checkpoint
+from experiments.checks import Sources, check_config
 from experiments.config import Config, load_config, to_yaml
 from experiments.run_io import export_run
 from experiments.strategy import make_strategy
+from facemogle.atomic import atomic_write_text
+from facemogle.cli import run_cli
 from facemogle.metrics.suite import build_generation_metrics
 
 CHECKPOINTS = "checkpoints"
@@ -131,11 +138,54 @@ def last_checkpoint(config: Config) -> Path | None:
     return newest_checkpoint(Path(config.run_dir) / CHECKPOINTS)
 
 
-def train(config: Config, resume: bool = False, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Held while a run trains, so a second training of the same run_dir stops at once. The OS drops a
+    flock when its process dies, so a crash cannot leave the run locked. Only the launching process (rank 0,
+    or no rank yet) takes it: the ranks Lightning or srun start share the run."""
+    if _get_rank() not in (None, 0):
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"run_dir={run_dir} is in use by another training process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_fresh(config: Config, resume: bool) -> None:
+    """A new run never writes into another run's checkpoints and export."""
+    folder = Path(config.run_dir) / CHECKPOINTS
+    if not resume and folder.is_dir() and any(folder.glob("*.ckpt")):
+        raise ValueError(
+            f"run_dir={config.run_dir} holds the checkpoints of an earlier run: continue it with --resume, "
+            "or give another run_dir"
+        )
+
+
+def train(
+    config: Config,
+    resume: bool = False,
+    extra_callbacks: list[L.Callback] | None = None,
+    sources: Sources | None = None,
+) -> L.Trainer:
+    """sources: where the config's values came from, for the start-up checks' messages."""
+    check_config(config, sources)
+    run_dir = Path(config.run_dir)
+    with run_lock(run_dir):
+        check_fresh(config, resume)
+        return _fit(config, resume, extra_callbacks)
+
+
+def _fit(config: Config, resume: bool, extra_callbacks: list[L.Callback] | None) -> L.Trainer:
     L.seed_everything(config.seed, workers=True)
     run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(config))
+    atomic_write_text(run_dir / "config.yaml", to_yaml(config))
     module = build_module(config)
     data = FaceDataModule(config.data, module.backbone)
     trainer = make_trainer(config, extra_callbacks)
@@ -155,8 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
-    train(load_config(args.config, args.overrides), resume=args.resume)
+    config = load_config(args.config, args.overrides)
+    train(config, resume=args.resume, sources=Sources(args.config, args.overrides))
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
