@@ -2,25 +2,31 @@
 not exist is an error, and `key=value` overrides on the command line use the same dotted paths:
 
     python -m experiments.train --config experiments/configs/tiny.yaml trainer.max_steps=100 model.mogle.gate=scalar
+    python -m experiments.pretrain_backbone --config experiments/configs/backbone_tiny.yaml vae.steps=200
+
+`Config` is stage 2's (Face-MoGLE training), `PretrainConfig` stage 1's (the tiny backbone).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from callbacks.generation_eval import GenerationEvalConfig
 from data_modules.datamodule import DataConfig
+from data_modules.split import SplitConfig
+from facemogle.backbone import TinyFluxConfig
 from facemogle.evaluators import EvaluatorConfig
 from facemogle.flux_forward import ConditionSettings
 from facemogle.lit_module import TrainConfig
 from facemogle.lora import LoRASettings
 from facemogle.metrics.suite import MetricsConfig
 from facemogle.mogle import MoGLEConfig
+from facemogle.pretrain import FluxStageConfig, VAEStageConfig
 
 
 @dataclass
@@ -93,10 +99,46 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- YAML file <- `key=value` overrides, checked against the dataclasses."""
-    schema = OmegaConf.structured(Config)
-    layers = [schema]
+@dataclass
+class PretrainTrainerConfig:
+    """The Lightning Trainer of both stage-1 stages (one device: the stages draw from torch's global RNG)."""
+
+    precision: str = "bf16-mixed"  # Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed
+    accelerator: str = "auto"
+    log_every_n_steps: int = 25
+    checkpoint_every_n_steps: int = 500  # RUN_DIR/checkpoints/{vae,flux}/last.ckpt
+    progress_bar: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    data: str = "data/synthetic"  # a data set in the MM-CelebA-HQ layout; stage 1 trains on its train split
+    out: str = "checkpoints/tiny-flux"  # the diffusers FLUX directory written, atomically, at the end
+    run_dir: str = "runs/backbone"  # config.yaml, checkpoints/ and the logger's files
+    seed: int = 0
+    resolution: int = 64
+    # stage 2's split (experiments/configs/tiny.yaml data.split), so stage 1 never sees its val / test faces
+    split: SplitConfig = field(default_factory=lambda: SplitConfig(protocol="fraction"))
+    backbone: TinyFluxConfig = field(default_factory=TinyFluxConfig)
+    vae: VAEStageConfig = field(default_factory=VAEStageConfig)
+    flux: FluxStageConfig = field(default_factory=FluxStageConfig)
+    trainer: PretrainTrainerConfig = field(default_factory=PretrainTrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+    def __post_init__(self) -> None:
+        if self.resolution <= 0:
+            raise ValueError(f"resolution={self.resolution} must be positive")
+
+
+Schema = TypeVar("Schema")
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, schema: type[Schema] = Config
+) -> Schema:
+    """Defaults <- YAML file <- `key=value` overrides, checked against the `schema` dataclass (stage 2's
+    `Config` unless told otherwise); -> an instance of `schema`."""
+    layers = [OmegaConf.structured(schema)]
     if path is not None:
         if not Path(path).is_file():
             raise ValueError(f"config file {path} does not exist")
@@ -107,7 +149,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return OmegaConf.to_object(merged)
     except ConfigKeyError as err:
         raise ValueError(
-            f"{_where(path)}unknown config key {err.full_key!r}; valid keys: {_siblings(err)}"
+            f"{_where(path)}unknown config key {err.full_key!r}; valid keys: {_siblings(err, schema)}"
         ) from err
     except ValidationError as err:
         raise ValueError(
@@ -119,13 +161,13 @@ def _where(path) -> str:
     return f"{path}: " if path is not None else ""
 
 
-def _siblings(err: ConfigKeyError) -> str:
+def _siblings(err: ConfigKeyError, schema: type[Any]) -> str:
     parent = err.full_key.rsplit(".", 1)[0] if "." in err.full_key else ""
-    node = OmegaConf.structured(Config)
+    node = OmegaConf.structured(schema)
     for part in filter(None, parent.split(".")):
         node = node[part]
     return ", ".join(sorted(node.keys()))
 
 
-def to_yaml(config: Config) -> str:
+def to_yaml(config: Config | PretrainConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))

@@ -32,7 +32,7 @@ from data_modules.datamodule import FaceDataModule
 from experiments.build import build_module
 from experiments.checkpoints import AtomicCheckpointIO, newest_checkpoint
 from experiments.checks import Sources, check_config
-from experiments.config import Config, load_config, to_yaml
+from experiments.config import Config, PretrainConfig, load_config, to_yaml
 from experiments.run_io import export_run
 from experiments.strategy import make_strategy
 from facemogle.atomic import atomic_write_text
@@ -48,12 +48,13 @@ warnings.filterwarnings(
 )
 
 
-def make_logger(config: Config):
+def make_logger(config: Config | PretrainConfig, csv_name: str = "logs"):
+    """`config.logger`'s Lightning logger writing under `config.run_dir` (False for kind none)."""
     run_dir, cfg = Path(config.run_dir), config.logger
     if cfg.kind == "none":
         return False
     if cfg.kind == "csv":
-        return CSVLogger(run_dir, name="logs")  # logs/version_N: a resumed run does not overwrite
+        return CSVLogger(run_dir, name=csv_name)  # CSV_NAME/version_N: a resumed run does not overwrite
     offline = "WANDB_API_KEY" not in os.environ or os.environ.get("WANDB_MODE") == "offline"
     return WandbLogger(
         project=cfg.project,
