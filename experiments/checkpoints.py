@@ -19,9 +19,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.load import _METADATA_FILENAME
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.distributed.checkpoint import FileSystemReader
 
 from facemogle.atomic import atomic_write
@@ -72,3 +74,14 @@ def newest_checkpoint(folder: Path) -> Path | None:
     step, _, path = max(found)
     log.info("resume: from %s (step %d)", path, step)
     return path
+
+
+class FinalLastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose last.ckpt also holds the final step. Lightning writes `last` only on the
+    every-N-steps schedule (its own end-of-training save is skipped once any `last` exists), so with
+    max_steps not a multiple of N the final steps would be in no checkpoint."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))

@@ -13,6 +13,7 @@ from dataclasses import asdict
 
 from experiments.config import PretrainConfig, load_config
 from experiments.stage1 import pretrain_backbone
+from facemogle.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,4 +30,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

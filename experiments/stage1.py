@@ -37,8 +37,9 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from torch.utils.data import DataLoader
 
 from data_modules.pretrain import ImagesAndMaps, LatentCaptions, TrainFaces, load_train_faces
+from experiments.checkpoints import AtomicCheckpointIO, FinalLastCheckpoint
 from experiments.config import PretrainConfig, to_yaml
-from experiments.train import FinalLastCheckpoint, make_logger
+from experiments.loggers import make_logger
 from facemogle.atomic import atomic_dir, atomic_write_text
 from facemogle.backbone import FluxBackbone, save_flux, tiny_flux
 from facemogle.encode import encode_prompts
@@ -163,6 +164,7 @@ def stage_trainer(config: PretrainConfig, stage: str, steps: int, logger: Logger
         precision=t.precision,
         accelerator=t.accelerator,
         devices=1,
+        plugins=[AtomicCheckpointIO()],
         logger=logger,
         callbacks=callbacks,
         log_every_n_steps=t.log_every_n_steps,

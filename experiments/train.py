@@ -12,27 +12,26 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.rank_zero import _get_rank
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import WandbLogger
 
 from callbacks.export import ExportCallback
 from callbacks.generation_eval import GenerationEvaluator
 from callbacks.requeue import RequeueOnSignal
 from data_modules.datamodule import FaceDataModule
 from experiments.build import build_module
-from experiments.checkpoints import AtomicCheckpointIO, newest_checkpoint
+from experiments.checkpoints import AtomicCheckpointIO, FinalLastCheckpoint, newest_checkpoint
 from experiments.checks import Sources, check_config
-from experiments.config import Config, PretrainConfig, load_config, to_yaml
+from experiments.config import Config, load_config, to_yaml
+from experiments.loggers import make_logger
 from experiments.run_io import export_run
 from experiments.strategy import make_strategy
 from facemogle.atomic import atomic_write_text
@@ -46,34 +45,6 @@ REQUEUE_CHECKPOINT = "requeue.ckpt"
 warnings.filterwarnings(
     "ignore", message="You're resuming from a checkpoint that ended before the epoch ended"
 )
-
-
-def make_logger(config: Config | PretrainConfig, csv_name: str = "logs"):
-    """`config.logger`'s Lightning logger writing under `config.run_dir` (False for kind none)."""
-    run_dir, cfg = Path(config.run_dir), config.logger
-    if cfg.kind == "none":
-        return False
-    if cfg.kind == "csv":
-        return CSVLogger(run_dir, name=csv_name)  # CSV_NAME/version_N: a resumed run does not overwrite
-    offline = "WANDB_API_KEY" not in os.environ or os.environ.get("WANDB_MODE") == "offline"
-    return WandbLogger(
-        project=cfg.project,
-        name=cfg.name or run_dir.name,
-        save_dir=run_dir,
-        offline=offline,
-        config=asdict(config),
-    )
-
-
-class FinalLastCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose last.ckpt also holds the final step. Lightning writes `last` only on the
-    every-N-steps schedule (its own end-of-training save is skipped once any `last` exists), so with
-    max_steps not a multiple of N the final steps would be in no checkpoint."""
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_end(trainer, pl_module)
-        if self.save_last and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def make_callbacks(config: Config) -> list[L.Callback]:
