@@ -10,7 +10,7 @@ import torch
 from lightning import Callback
 from safetensors.torch import load_file
 
-from experiments.checkpoints import AtomicCheckpointIO, newest_checkpoint
+from experiments.checkpoints import AtomicCheckpointIO, checkpoint_step, newest_checkpoint
 from experiments.train import train
 from tests.test_train import config, setup  # noqa: F401 - the module's data and FLUX
 
@@ -63,3 +63,30 @@ def test_no_loadable_checkpoint_means_a_fresh_start(tmp_path):
     assert newest_checkpoint(tmp_path / "none") is None
     (tmp_path / "last.ckpt").write_bytes(b"")
     assert newest_checkpoint(tmp_path) is None
+
+
+@pytest.mark.slow
+def test_a_kill_9_in_the_middle_of_a_checkpoint_write_resumes_from_the_one_before(setup, tmp_path):  # noqa: F811
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from experiments.config import to_yaml
+
+    cfg = config(setup, "kill9", 7)
+    (tmp_path / "c.yaml").write_text(to_yaml(cfg))
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.kill_worker", str(tmp_path / "c.yaml"), "4"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        timeout=600,
+    )
+    assert done.returncode == -signal.SIGKILL
+    ckpts = setup / "kill9" / "checkpoints"
+    assert checkpoint_step(newest_checkpoint(ckpts)) == 3  # step 6's write died half-way
+    start = StartStep()
+    resumed = train(config(setup, "kill9", 7), resume=True, extra_callbacks=[start])
+    assert start.step == 3 and resumed.global_step == 7
+    full = train(config(setup, "kill9-full", 7))
+    torch.testing.assert_close(resumed.callback_metrics["train/loss"], full.callback_metrics["train/loss"])
