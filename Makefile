@@ -7,6 +7,9 @@ EXTRAS ?= dev
 DATA ?= data/synthetic
 FACES ?= 3000
 BACKBONE ?= checkpoints/tiny-flux
+BACKBONE_CONFIG ?= experiments/configs/backbone_tiny.yaml
+# stage 1's key=value overrides, e.g. BACKBONE_ARGS="flux.steps=1000 logger.kind=csv"
+BACKBONE_ARGS ?=
 EVALUATORS ?= checkpoints/evaluators/synthetic
 CONFIG ?= experiments/configs/tiny.yaml
 EVALUATORS_CONFIG ?= experiments/configs/evaluators_synthetic.yaml
@@ -59,7 +62,7 @@ $(DATA)/attributes.json:
 	$(PYTHON) -m data_modules.synthetic --out $(DATA) --n $(FACES) --size 64 --seed 0
 
 $(BACKBONE)/model_index.json: $(DATA)/attributes.json
-	$(PYTHON) -m experiments.pretrain_backbone --data $(DATA) --out $(BACKBONE)
+	$(PYTHON) -m experiments.pretrain_backbone --config $(BACKBONE_CONFIG) data=$(DATA) out=$(BACKBONE) $(BACKBONE_ARGS)
 
 $(EVALUATORS)/report.json: $(DATA)/attributes.json
 	$(PYTHON) -m experiments.train_evaluators --config $(EVALUATORS_CONFIG) run_dir=$(EVALUATORS) data.root=$(DATA)

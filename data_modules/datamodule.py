@@ -119,6 +119,8 @@ class FaceDataModule(L.LightningDataModule):
             return [by_key[k] for k in meta.keys], folder
         report = validate(scanned, strict=c.strict)
         self.report = report
+        if not report.records:  # before encoding a cache of nothing
+            raise ValueError(f"{c.root}: no usable faces, {len(report.problems)} items skipped as bad")
         device = next(self.backbone.vae.parameters()).device
         cache_device = c.cache_device
         if cache_device == "auto":
@@ -162,6 +164,8 @@ class FaceDataModule(L.LightningDataModule):
             records = self._validate().records
         by_key = {r.key: r for r in records}
         self.split = split_keys(by_key, c.split)
+        if stage in (None, "fit"):
+            self._check_training_size(len(self.split.train))
         dropout = Dropout(c.text_dropout, c.region_dropout)
         for name, keys in (("train", self.split.train), ("val", self.split.val), ("test", self.split.test)):
             part = [by_key[k] for k in keys]
@@ -174,6 +178,19 @@ class FaceDataModule(L.LightningDataModule):
             "data: %s train, %s val, %s test items",
             *(len(self.datasets[n]) for n in ("train", "val", "test")),
         )
+
+    def _check_training_size(self, n: int) -> None:
+        """A split with no batch to train on is an error here, not a run that exits having trained nothing."""
+        c, trainer = self.config, self._trainer
+        world = trainer.world_size if trainer else 1
+        skipped = f", {len(self.report.problems)} items skipped as bad" if self.report else ""
+        if n == 0:
+            raise ValueError(f"{c.root}: no usable training faces{skipped}; nothing to train")
+        if n < c.batch_size * world:
+            raise ValueError(
+                f"data.batch_size={c.batch_size} x {world} processes is more than the {n} training faces "
+                f"of {c.root}{skipped}"
+            )
 
     @property
     def _trainer(self):

@@ -26,6 +26,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from data_modules.layouts import FaceRecord, read_mask
+from data_modules.readers import oriented
 from facemogle.face_parts import NUM_CONDITION_MAPS, split_mask
 
 
@@ -68,7 +69,7 @@ def load_face(record: FaceRecord, resolution: int) -> tuple[np.ndarray, np.ndarr
     """-> image (resolution, resolution, 3) uint8, labels (resolution, resolution) uint8."""
     with Image.open(record.image) as im:
         im.draft("RGB", (resolution, resolution))  # JPEG: decode at a reduced scale, still >= resolution
-        im = _center_square(im.convert("RGB"))
+        im = _center_square(oriented(im).convert("RGB"))
         if im.size != (resolution, resolution):
             im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
         image = np.array(im)

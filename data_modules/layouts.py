@@ -11,8 +11,10 @@ Layouts (`scan(root, layout)`):
                    earlier ones). Captions, which the release lacks, come from text/ or text.json under
                    the root or from `captions=` (a text folder or a json file as above).
 
-Masks are 8-bit label maps (grayscale or palette PNG: the pixel value / palette index is the label) or
-RGB images in the CelebAMask-HQ palette, mapped back to labels.
+Masks are 8-bit label maps (grayscale: the pixel value is the label), palette PNGs (read by colour, or by
+index when the palette is greys: data_modules.readers) or RGB images in the CelebAMask-HQ palette, mapped
+back to labels. Images and masks are turned as their EXIF orientation says; captions in UTF-8, UTF-16/32
+or a single-byte Western encoding are decoded (data_modules.readers.decode_text).
 
 Mask/image size rule: the two must have the same aspect ratio and one must be an integer multiple of
 the other (1024^2 image with a 512^2 mask is fine, 1024^2 with 500^2 or 512x256 is not).
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from data_modules.readers import decode_text, oriented, palette_labels
 from facemogle.atomic import atomic_write
 from facemogle.face_parts import PALETTE, PART_INDEX, PARTS, check_labels, labels_from_colors
 
@@ -137,7 +140,7 @@ class _Captions:
         self.json_file = json_file if json_file is not None and json_file.is_file() else None
         self.table: dict[str, list[str]] = {}
         if self.json_file is not None:
-            data = json.loads(self.json_file.read_text(encoding="utf-8"))
+            data = json.loads(decode_text(self.json_file.read_bytes(), str(self.json_file)))
             if not isinstance(data, dict):
                 raise ValueError(f"{self.json_file}: expected an object {{'id.jpg': [captions]}}")
             self.table = {Path(k).stem: v if isinstance(v, list) else [v] for k, v in data.items()}
@@ -151,9 +154,14 @@ class _Captions:
         return set(self.files) | set(self.table)
 
     def get(self, key: str) -> tuple[tuple[str, ...], Path | None]:
+        """The captions and their file; a caption file that is not text raises DataFileError."""
         if key in self.files:
-            lines = self.files[key].read_text(encoding="utf-8", errors="replace").splitlines()
-            return tuple(s.strip() for s in lines if s.strip()), self.files[key]
+            path = self.files[key]
+            try:
+                lines = decode_text(path.read_bytes(), str(path)).splitlines()
+            except ValueError as e:
+                raise DataFileError(path, str(e).removeprefix(f"{path}: ")) from e
+            return tuple(s.strip() for s in lines if s.strip()), path
         if key in self.table:
             return tuple(str(s).strip() for s in self.table[key] if str(s).strip()), self.json_file
         where = self.folder / f"{key}.txt" if self.folder else self.json_file
@@ -183,7 +191,11 @@ def _scan_mm(root: Path) -> Scan:
         if key not in masks:
             problems.append(Problem(images[key], f"image without a mask (mask/{key}.png)"))
             continue
-        captions, source = texts.get(key)
+        try:
+            captions, source = texts.get(key)
+        except DataFileError as e:
+            problems.append(e.problem)
+            continue
         records.append(FaceRecord(key, images[key], mask=masks[key], captions=captions, caption_file=source))
     return Scan(records, problems)
 
@@ -212,7 +224,11 @@ def _scan_raw(root: Path, captions: Path | None) -> Scan:
         if key not in parts:
             problems.append(Problem(images[key], f"image without mask parts in {RAW_MASK_DIR}/"))
             continue
-        text, source = texts.get(key) if texts.present else ((), root / "text" / f"{key}.txt")
+        try:
+            text, source = texts.get(key) if texts.present else ((), root / "text" / f"{key}.txt")
+        except DataFileError as e:
+            problems.append(e.problem)
+            continue
         records.append(
             FaceRecord(key, images[key], parts=tuple(parts[key]), captions=text, caption_file=source)
         )
@@ -225,10 +241,11 @@ def raw_part_path(root: Path, index: int, part: str) -> Path:
 
 
 def read_image(path: Path) -> Image.Image:
-    """Fully decoded RGB image; a truncated or unreadable file raises (see IMAGE_ERRORS)."""
+    """Fully decoded RGB image, turned as its EXIF orientation says; a truncated or unreadable file raises
+    (see IMAGE_ERRORS)."""
     with Image.open(path) as im:
         im.load()
-        return im.convert("RGB")
+        return oriented(im).convert("RGB")
 
 
 def read_label_map(path: Path) -> np.ndarray:
@@ -236,13 +253,14 @@ def read_label_map(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            im = oriented(im)
             if im.mode in ("RGB", "RGBA"):
                 return labels_from_colors(np.asarray(im.convert("RGB")), source=str(path))
             if im.mode not in ("L", "P", "1", "I", "I;16"):
                 raise ValueError(
                     f"unsupported mask mode {im.mode!r} (use a label map or an RGB palette image)"
                 )
-            labels = np.asarray(im).astype(np.int64)
+            labels = palette_labels(im, str(path)) if im.mode == "P" else np.asarray(im).astype(np.int64)
         check_labels(labels, source=str(path))
     except (OSError, SyntaxError) as e:
         raise DataFileError(path, f"unreadable mask ({e})") from e
@@ -258,7 +276,7 @@ def merge_parts(parts: tuple[tuple[str, Path], ...]) -> np.ndarray:
         try:
             with Image.open(path) as im:
                 im.load()
-                on = np.asarray(im.convert("L")) >= 128
+                on = np.asarray(oriented(im).convert("L")) >= 128
         except IMAGE_ERRORS as e:
             raise DataFileError(path, f"unreadable part mask ({e})") from e
         if labels is None:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from data_modules.layouts import DataFileError, FaceRecord, Problem, merge_parts, save_label_map, scan
 from facemogle.atomic import atomic_write, atomic_write_text
+from facemogle.cli import run_cli
 
 log = logging.getLogger(__name__)
 SOURCES = ("celebamask-hq",)
@@ -88,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(lambda: sys.exit(main()))

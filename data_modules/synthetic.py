@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from data_modules.layouts import atomic_save, save_label_map
 from facemogle.atomic import atomic_write_json, atomic_write_text
+from facemogle.cli import run_cli
 from facemogle.face_parts import NUM_PARTS, PART_INDEX
 
 SKIN_TONES = {
@@ -390,4 +391,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

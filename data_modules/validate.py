@@ -27,6 +27,8 @@ from data_modules.layouts import (
     scan,
     sizes_compatible,
 )
+from data_modules.readers import oriented_size
+from facemogle.cli import run_cli
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ def check_record(record: FaceRecord) -> list[Problem]:
     try:
         with Image.open(record.image) as im:
             im.load()
-            image_size = im.size
+            image_size = oriented_size(im)
     except IMAGE_ERRORS as e:
         return [*problems, Problem(record.image, f"unreadable image ({e})")]
     try:
@@ -95,16 +97,13 @@ def validate(scanned: Scan, strict: bool = True) -> Report:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0: every item usable; 1: problems listed, one a line; 2 (run_cli): no data set to check."""
     parser = argparse.ArgumentParser(description="Check a face data set; one line per problem.")
     parser.add_argument("root")
     parser.add_argument("--layout", default="auto", choices=LAYOUTS)
     parser.add_argument("--captions", default=None, help="caption folder or json (raw CelebAMask-HQ layout)")
     args = parser.parse_args(argv)
-    try:
-        report = validate(scan(args.root, args.layout, args.captions), strict=False)
-    except ValueError as e:
-        print(e, file=sys.stderr)
-        return 1
+    report = validate(scan(args.root, args.layout, args.captions), strict=False)  # no data set at all: raises
     for problem in report.problems:
         print(problem)
     print(f"{len(report.records)} items ok, {len(report.skipped)} with problems", file=sys.stderr)
@@ -112,4 +111,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(lambda: sys.exit(main()))

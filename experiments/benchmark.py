@@ -10,6 +10,7 @@ import pkgutil
 import sys
 
 import experiments.benchmarks as benchmarks
+from facemogle.cli import run_cli
 
 
 def available() -> list[str]:
@@ -25,4 +26,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

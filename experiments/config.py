@@ -2,6 +2,11 @@
 not exist is an error, and `key=value` overrides on the command line use the same dotted paths:
 
     python -m experiments.train --config experiments/configs/tiny.yaml trainer.max_steps=100 model.mogle.gate=scalar
+    python -m experiments.pretrain_backbone --config experiments/configs/backbone_tiny.yaml vae.steps=200
+    python -m experiments.train_evaluators --config experiments/configs/evaluators_synthetic.yaml clip.steps=700
+
+`Config` is stage 2's (Face-MoGLE training), `PretrainConfig` stage 1's (the tiny backbone),
+`EvaluatorsConfig` the small evaluators' (face parser and CLIP).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 from callbacks.generation_eval import GenerationEvalConfig
 from data_modules.datamodule import DataConfig
 from data_modules.evaluator_data import EvaluatorDataConfig
+from data_modules.split import SplitConfig
+from facemogle.backbone import TinyFluxConfig
 from facemogle.evaluators import EvaluatorConfig, SmallClipConfig, SmallParserConfig
 from facemogle.evaluators.lit_modules import ClipTrainConfig, ParserTrainConfig
 from facemogle.flux_forward import ConditionSettings
@@ -23,8 +30,7 @@ from facemogle.lit_module import TrainConfig
 from facemogle.lora import LoRASettings
 from facemogle.metrics.suite import MetricsConfig
 from facemogle.mogle import MoGLEConfig
-
-T = TypeVar("T")
+from facemogle.pretrain import FluxStageConfig, VAEStageConfig
 
 
 @dataclass
@@ -98,6 +104,37 @@ class Config:
 
 
 @dataclass
+class PretrainTrainerConfig:
+    """The Lightning Trainer of both stage-1 stages (one device: the stages draw from torch's global RNG)."""
+
+    precision: str = "bf16-mixed"  # Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed
+    accelerator: str = "auto"
+    log_every_n_steps: int = 25
+    checkpoint_every_n_steps: int = 500  # RUN_DIR/checkpoints/{vae,flux}/last.ckpt
+    progress_bar: bool = True
+
+
+@dataclass
+class PretrainConfig:
+    data: str = "data/synthetic"  # a data set in the MM-CelebA-HQ layout; stage 1 trains on its train split
+    out: str = "checkpoints/tiny-flux"  # the diffusers FLUX directory written, atomically, at the end
+    run_dir: str = "runs/backbone"  # config.yaml, checkpoints/ and the logger's files
+    seed: int = 0
+    resolution: int = 64
+    # stage 2's split (experiments/configs/tiny.yaml data.split), so stage 1 never sees its val / test faces
+    split: SplitConfig = field(default_factory=lambda: SplitConfig(protocol="fraction"))
+    backbone: TinyFluxConfig = field(default_factory=TinyFluxConfig)
+    vae: VAEStageConfig = field(default_factory=VAEStageConfig)
+    flux: FluxStageConfig = field(default_factory=FluxStageConfig)
+    trainer: PretrainTrainerConfig = field(default_factory=PretrainTrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+    def __post_init__(self) -> None:
+        if self.resolution <= 0:
+            raise ValueError(f"resolution={self.resolution} must be positive")
+
+
+@dataclass
 class EvaluatorTrainerConfig:
     """Lightning Trainer settings for both evaluators (one device: their batches are one seeded stream)."""
 
@@ -106,6 +143,11 @@ class EvaluatorTrainerConfig:
     log_every_n_steps: int = 50
     checkpoint_every_n_steps: int = 1000
     progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("log_every_n_steps", "checkpoint_every_n_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"trainer.{key}={getattr(self, key)!r} must be >= 1")
 
 
 @dataclass
@@ -117,7 +159,9 @@ class ParserStageConfig:
     model: SmallParserConfig = field(default_factory=SmallParserConfig)
 
     def __post_init__(self) -> None:
-        _check_stage("parser", self.steps, self.batch_size)
+        _check_stage("parser", self)
+        if self.train.dice_weight < 0:
+            raise ValueError(f"parser.train.dice_weight={self.train.dice_weight} must be >= 0")
 
 
 @dataclass
@@ -129,12 +173,19 @@ class ClipStageConfig:
     model: SmallClipConfig = field(default_factory=SmallClipConfig)
 
     def __post_init__(self) -> None:
-        _check_stage("clip", self.steps, self.batch_size)
+        _check_stage("clip", self)
 
 
-def _check_stage(name: str, steps: int, batch_size: int) -> None:
-    if steps <= 0 or batch_size <= 0:
-        raise ValueError(f"{name}.steps={steps} and {name}.batch_size={batch_size} must be positive")
+def _check_stage(name: str, stage: ParserStageConfig | ClipStageConfig) -> None:
+    for key, value, ok, says in (
+        ("steps", stage.steps, stage.steps >= 1, "must be >= 1"),
+        ("batch_size", stage.batch_size, stage.batch_size >= 1, "must be >= 1"),
+        ("max_blur", stage.max_blur, stage.max_blur >= 0, "must be >= 0"),
+        ("train.lr", stage.train.lr, stage.train.lr > 0, "must be > 0"),
+        ("train.weight_decay", stage.train.weight_decay, stage.train.weight_decay >= 0, "must be >= 0"),
+    ):
+        if not ok:
+            raise ValueError(f"{name}.{key}={value!r} {says}")
 
 
 @dataclass
@@ -150,10 +201,14 @@ class EvaluatorsConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
+Schema = TypeVar("Schema")
+
+
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, schema: type[T] = Config
-) -> T:
-    """Defaults <- YAML file <- `key=value` overrides, checked against the dataclass `schema`."""
+    path: str | Path | None = None, overrides: list[str] | None = None, schema: type[Schema] = Config
+) -> Schema:
+    """Defaults <- YAML file <- `key=value` overrides, checked against the `schema` dataclass (stage 2's
+    `Config` unless told otherwise); -> an instance of `schema`."""
     layers = [OmegaConf.structured(schema)]
     if path is not None:
         if not Path(path).is_file():
@@ -177,7 +232,7 @@ def _where(path) -> str:
     return f"{path}: " if path is not None else ""
 
 
-def _siblings(err: ConfigKeyError, schema: type = Config) -> str:
+def _siblings(err: ConfigKeyError, schema: type[Any]) -> str:
     parent = err.full_key.rsplit(".", 1)[0] if "." in err.full_key else ""
     node = OmegaConf.structured(schema)
     for part in filter(None, parent.split(".")):
@@ -185,5 +240,5 @@ def _siblings(err: ConfigKeyError, schema: type = Config) -> str:
     return ", ".join(sorted(node.keys()))
 
 
-def to_yaml(config: Config) -> str:
+def to_yaml(config: Config | PretrainConfig | EvaluatorsConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))

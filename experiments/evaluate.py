@@ -29,6 +29,7 @@ from data_modules.layouts import FaceRecord, scan
 from data_modules.split import split_keys
 from experiments.run_io import load_run
 from facemogle.atomic import atomic_write, atomic_write_json, atomic_write_text
+from facemogle.cli import run_cli
 from facemogle.evaluators import EvaluatorConfig
 from facemogle.face_parts import PARTS
 from facemogle.metrics.suite import GenerationMetrics, MetricsConfig, RealFeatures, build_generation_metrics
@@ -55,7 +56,9 @@ def split_records(config, split: str, n: int | None) -> list[FaceRecord]:
     keys = getattr(split_keys(by_key, config.data.split), split)
     if not keys:
         raise ValueError(f"{config.data.root}: the {split} split is empty")
-    records = [by_key[k] for k in keys[:n]] if n else [by_key[k] for k in keys]
+    if n is not None and n < 2:
+        raise ValueError(f"--n {n}: FID and KID need at least 2 faces")
+    records = [by_key[k] for k in (keys[:n] if n is not None else keys)]
     if len(records) < 2:
         raise ValueError(f"--n {n}: FID and KID need at least 2 faces")
     for r in records:
@@ -251,4 +254,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

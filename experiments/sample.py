@@ -5,9 +5,11 @@
     python -m experiments.sample --run runs/tiny --mask m.png --region-scale hair=1.5 --out samples/
 
 A prompt alone is text-to-face, a mask alone mask-to-face, both text+mask-to-face. Masks are label
-maps (palette, grayscale or RGB palette colours). `--text-only-condition none|background` overrides how
-text-to-face is conditioned (facemogle.sampling; the run's `train.sample.text_only_condition` otherwise). `--region-scale PART=S` multiplies that region
-expert's contribution (PART in facemogle.face_parts.PARTS, or `global`).
+maps (palette, grayscale or RGB palette colours); a mask that is not square is an error, or with
+`--mask-fit crop` its centred square, never stretched. `--text-only-condition none|background` overrides
+how text-to-face is conditioned (facemogle.sampling; the run's `train.sample.text_only_condition`
+otherwise). `--region-scale PART=S` multiplies that region expert's contribution (PART in
+facemogle.face_parts.PARTS, or `global`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tqdm import tqdm
 
 from data_modules.layouts import read_label_map
 from experiments.run_io import load_run
+from facemogle.cli import run_cli
 from facemogle.face_parts import PARTS
 from facemogle.mogle import MoGLEConfig
 from facemogle.sampling import TEXT_ONLY_CONDITIONS, SampleSettings, sample
@@ -57,6 +60,22 @@ def mask_files(args: argparse.Namespace) -> list[Path | None]:
     return [None] * args.n
 
 
+def read_mask(path: Path, resolution: int, fit: str) -> torch.Tensor:
+    """A mask file as (H, W) labels; one of another aspect ratio than the square samples is an error
+    naming the file, or with `fit="crop"` its centred square."""
+    labels = torch.from_numpy(read_label_map(path).astype(np.int64))
+    h, w = labels.shape
+    if h != w:
+        if fit != "crop":
+            raise ValueError(
+                f"{path}: mask is {w}x{h}, the samples are {resolution}x{resolution}; give a square mask "
+                "or --mask-fit crop to use its centred square"
+            )
+        s = min(h, w)
+        labels = labels[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+    return labels
+
+
 def save(images: torch.Tensor, names: list[str], out: Path) -> None:
     for image, name in zip(images, names, strict=True):
         array = (image.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
@@ -68,6 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--run", required=True, help="a run directory with an export/ folder")
     p.add_argument("--prompt", help="the caption (text or text+mask mode)")
     p.add_argument("--mask", help="one mask file")
+    p.add_argument(
+        "--mask-fit",
+        choices=("error", "crop"),
+        default="error",
+        help="a mask that is not square: an error (default), or its centred square",
+    )
     p.add_argument("--masks", help="a folder of mask files")
     p.add_argument("--out", required=True)
     p.add_argument("--n", type=int, default=1, help="text mode: how many images")
@@ -85,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--region-scale", nargs="*", default=[], metavar="PART=S")
     p.add_argument("--batch", type=int, default=8)
     args = p.parse_args(argv)
+    if args.n < 1:
+        p.error(f"--n {args.n}: give at least 1 image")
     if args.mask and args.masks:
         p.error("give --mask or --masks, not both")
     if not (args.prompt or args.mask or args.masks):
@@ -109,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         chunk = files[start : start + args.batch]
         masks = None
         if chunk[0] is not None:
-            masks = torch.stack([torch.from_numpy(read_label_map(f).astype(np.int64)) for f in chunk])
+            masks = torch.stack([read_mask(f, res, args.mask_fit) for f in chunk])
         prompts = [args.prompt] * len(chunk) if args.prompt else None
         result = sample(
             run.backbone,
@@ -130,4 +157,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -18,6 +18,7 @@ Any other value ("auto" on one device, "ddp_spawn", "deepspeed", ...) goes to Li
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,26 @@ class FSDP2Strategy(ModelParallelStrategy):
 
     def __init__(self, world_size: int):
         super().__init__(data_parallel_size=world_size, tensor_parallel_size=1)
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], filepath, storage_options: Any | None = None
+    ) -> None:
+        """Every rank writes its shard into a temporary folder beside the target; rank 0 then swaps it in,
+        so a checkpoint folder that exists is complete (a full disk or a kill mid-save leaves the old one)."""
+        path = Path(self.broadcast(str(filepath)))
+        tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
+        if self.global_rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.barrier("fsdp_checkpoint_tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        self.barrier("fsdp_checkpoint_written")
+        if self.global_rank == 0:
+            shutil.rmtree(old, ignore_errors=True)
+            if path.exists():
+                path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old, ignore_errors=True)
+        self.barrier("fsdp_checkpoint_renamed")
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
         options = StateDictOptions(ignore_frozen_params=True, cpu_offload=True)

@@ -11,24 +11,31 @@ The run directory (`run_dir`) holds:
 from __future__ import annotations
 
 import argparse
-import os
+import fcntl
 import warnings
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.fabric.utilities.rank_zero import _get_rank
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import WandbLogger
 
 from callbacks.export import ExportCallback
 from callbacks.generation_eval import GenerationEvaluator
 from callbacks.requeue import RequeueOnSignal
 from data_modules.datamodule import FaceDataModule
 from experiments.build import build_module
+from experiments.checkpoints import AtomicCheckpointIO, FinalLastCheckpoint, newest_checkpoint
+from experiments.checks import Sources, check_config
 from experiments.config import Config, load_config, to_yaml
+from experiments.loggers import make_logger
 from experiments.run_io import export_run
 from experiments.strategy import make_strategy
+from facemogle.atomic import atomic_write_text
+from facemogle.cli import run_cli
 from facemogle.metrics.suite import build_generation_metrics
 
 CHECKPOINTS = "checkpoints"
@@ -38,33 +45,6 @@ REQUEUE_CHECKPOINT = "requeue.ckpt"
 warnings.filterwarnings(
     "ignore", message="You're resuming from a checkpoint that ended before the epoch ended"
 )
-
-
-def make_logger(config: Config):
-    run_dir, cfg = Path(config.run_dir), config.logger
-    if cfg.kind == "none":
-        return False
-    if cfg.kind == "csv":
-        return CSVLogger(run_dir, name="logs")  # logs/version_N: a resumed run does not overwrite
-    offline = "WANDB_API_KEY" not in os.environ or os.environ.get("WANDB_MODE") == "offline"
-    return WandbLogger(
-        project=cfg.project,
-        name=cfg.name or run_dir.name,
-        save_dir=run_dir,
-        offline=offline,
-        config=asdict(config),
-    )
-
-
-class FinalLastCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose last.ckpt also holds the final step. Lightning writes `last` only on the
-    every-N-steps schedule (its own end-of-training save is skipped once any `last` exists), so with
-    max_steps not a multiple of N the final steps would be in no checkpoint."""
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_end(trainer, pl_module)
-        if self.save_last and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def make_callbacks(config: Config) -> list[L.Callback]:
@@ -91,6 +71,14 @@ def make_callbacks(config: Config) -> list[L.Callback]:
     return callbacks
 
 
+def plugins(config: Config) -> list:
+    # FSDP writes its own sharded folders (experiments.strategy.FSDP2Strategy); everything else a file
+    found = [] if config.trainer.strategy == "fsdp" else [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # srun starts the processes; requeueing is RequeueOnSignal's
+        found.append(SLURMEnvironment(auto_requeue=False))
+    return found
+
+
 def make_trainer(config: Config, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     t = config.trainer
     return L.Trainer(
@@ -103,8 +91,7 @@ def make_trainer(config: Config, extra_callbacks: list[L.Callback] | None = None
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=make_strategy(t),
-        # srun starts the processes; requeueing is RequeueOnSignal's (see callbacks/requeue.py)
-        plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else None,
+        plugins=plugins(config),
         # data_modules.resumable splits the training order by rank itself; a DistributedSampler around it
         # would split it again (and break mid-epoch resume)
         use_distributed_sampler=False,
@@ -119,20 +106,58 @@ def make_trainer(config: Config, extra_callbacks: list[L.Callback] | None = None
 
 
 def last_checkpoint(config: Config) -> Path | None:
-    """The newer of checkpoints/last.ckpt (periodic) and checkpoints/requeue.ckpt (a requeue signal): files,
-    or folders of shards (trainer.strategy=fsdp) whose meta.pt rank 0 writes last."""
+    """The newest checkpoint of the run that loads (experiments.checkpoints.newest_checkpoint)."""
+    return newest_checkpoint(Path(config.run_dir) / CHECKPOINTS)
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Held while a run trains, so a second training of the same run_dir stops at once. The OS drops a
+    flock when its process dies, so a crash cannot leave the run locked. Only the launching process (rank 0,
+    or no rank yet) takes it: the ranks Lightning or srun start share the run."""
+    if _get_rank() not in (None, 0):
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"run_dir={run_dir} is in use by another training process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_fresh(config: Config, resume: bool) -> None:
+    """A new run never writes into another run's checkpoints and export."""
     folder = Path(config.run_dir) / CHECKPOINTS
-    found = [p / "meta.pt" if p.is_dir() else p for p in (folder / "last.ckpt", folder / REQUEUE_CHECKPOINT)]
-    found = [p for p in found if p.is_file()]
-    newest = max(found, key=lambda p: p.stat().st_mtime_ns, default=None)
-    return newest.parent if newest is not None and newest.name == "meta.pt" else newest
+    if not resume and folder.is_dir() and any(folder.glob("*.ckpt")):
+        raise ValueError(
+            f"run_dir={config.run_dir} holds the checkpoints of an earlier run: continue it with --resume, "
+            "or give another run_dir"
+        )
 
 
-def train(config: Config, resume: bool = False, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
+def train(
+    config: Config,
+    resume: bool = False,
+    extra_callbacks: list[L.Callback] | None = None,
+    sources: Sources | None = None,
+) -> L.Trainer:
+    """sources: where the config's values came from, for the start-up checks' messages."""
+    check_config(config, sources)
+    run_dir = Path(config.run_dir)
+    with run_lock(run_dir):
+        check_fresh(config, resume)
+        return _fit(config, resume, extra_callbacks)
+
+
+def _fit(config: Config, resume: bool, extra_callbacks: list[L.Callback] | None) -> L.Trainer:
     L.seed_everything(config.seed, workers=True)
     run_dir = Path(config.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(config))
+    atomic_write_text(run_dir / "config.yaml", to_yaml(config))
     module = build_module(config)
     data = FaceDataModule(config.data, module.backbone)
     trainer = make_trainer(config, extra_callbacks)
@@ -152,8 +177,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
-    train(load_config(args.config, args.overrides), resume=args.resume)
+    config = load_config(args.config, args.overrides)
+    train(config, resume=args.resume, sources=Sources(args.config, args.overrides))
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -8,7 +8,7 @@ The config mirrors experiments.config.EvaluatorsConfig. The run directory (`run_
     report.json                 their quality on the test split (below), the config, the faces, the seconds
     config.yaml                 the resolved config
     checkpoints/{parser,clip}/  Lightning's last.ckpt of each
-    logs/ or wandb/             the logger's files (logger.kind)
+    logs/{parser,clip}/ or wandb/  the logger's files (logger.kind)
 
 Reported on the test split (data.split, the "fraction" protocol for the synthetic set):
     parser   mIoU per image over the classes present (in the mask or the parse), averaged over images;
@@ -26,21 +26,35 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import Logger, WandbLogger
 
 from data_modules.evaluator_data import EvaluatorDataModule, SplitFaces
+from experiments.checkpoints import AtomicCheckpointIO, FinalLastCheckpoint
 from experiments.config import EvaluatorsConfig, load_config, to_yaml
-from experiments.train import FinalLastCheckpoint, make_logger
+from experiments.loggers import make_logger
 from facemogle.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from facemogle.cli import run_cli
 from facemogle.evaluators import build_small_clip, build_small_parser, save_clip, save_face_parser
 from facemogle.evaluators.lit_modules import ClipModule, FaceParserModule, class_weights
 from facemogle.face_parts import PARTS
 from facemogle.tiny_tokenizers import build_clip_tokenizer
 
 CHECKPOINTS = "checkpoints"
+STAGES = ("parser", "clip")
 
 
-def make_trainer(config: EvaluatorsConfig, stage: str, steps: int, logger) -> L.Trainer:
+def stage_loggers(config: EvaluatorsConfig) -> dict[str, Logger | bool]:
+    """One W&B run for both models (their metrics are parser/... and clip/...); CSV files apart, as each
+    model's steps count from 0."""
+    if config.logger.kind == "csv":
+        return {stage: make_logger(config, csv_name=f"logs/{stage}") for stage in STAGES}
+    shared = make_logger(config)
+    if isinstance(shared, WandbLogger):
+        shared.experiment  # noqa: B018  start the run now, so its start-up is not in the parser's seconds
+    return dict.fromkeys(STAGES, shared)
+
+
+def make_trainer(config: EvaluatorsConfig, stage: str, steps: int, logger: Logger | bool) -> L.Trainer:
     t = config.trainer
     callbacks: list[L.Callback] = [
         FinalLastCheckpoint(
@@ -48,6 +62,7 @@ def make_trainer(config: EvaluatorsConfig, stage: str, steps: int, logger) -> L.
             every_n_train_steps=t.checkpoint_every_n_steps,
             save_top_k=0,
             save_last=True,
+            enable_version_counter=False,  # a new run replaces the last one's last.ckpt
         )
     ]
     if logger:
@@ -58,6 +73,7 @@ def make_trainer(config: EvaluatorsConfig, stage: str, steps: int, logger) -> L.
         precision=t.precision,
         accelerator=t.accelerator,
         devices=1,
+        plugins=[AtomicCheckpointIO()],
         logger=logger,
         callbacks=callbacks,
         log_every_n_steps=t.log_every_n_steps,
@@ -99,28 +115,33 @@ def train_evaluators(config: EvaluatorsConfig) -> dict:
     run_dir = Path(config.run_dir)
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
     faces = SplitFaces.load(config.data)
-    logger = make_logger(config)
+    loggers = stage_loggers(config)
     test_batch = config.data.test_batch_size
+    try:
+        p = config.parser
+        parser = FaceParserModule(
+            build_small_parser(p.model, seed=config.seed), class_weights(faces.train.labels), p.train
+        )
+        parser_data = EvaluatorDataModule(
+            faces, p.batch_size, p.max_blur, config.seed, test_batch_size=test_batch
+        )
+        parser_trainer = make_trainer(config, "parser", p.steps, loggers["parser"])
+        parser_scores, parser_seconds = fit_and_test(parser, parser_data, parser_trainer)
 
-    p = config.parser
-    parser = FaceParserModule(
-        build_small_parser(p.model, seed=config.seed), class_weights(faces.train.labels), p.train
-    )
-    parser_data = EvaluatorDataModule(
-        faces, p.batch_size, p.max_blur, config.seed, test_batch_size=test_batch
-    )
-    parser_scores, parser_seconds = fit_and_test(
-        parser, parser_data, make_trainer(config, "parser", p.steps, logger)
-    )
-
-    c = config.clip
-    tokenizer = build_clip_tokenizer(corpus=[t for caps in faces.train.captions for t in caps])
-    clip = ClipModule(build_small_clip(tokenizer, c.model, seed=config.seed), c.train, seed=config.seed)
-    # a stream of its own (seed + 1), not a replay of the parser's draws
-    clip_data = EvaluatorDataModule(
-        faces, c.batch_size, c.max_blur, config.seed + 1, contrastive=True, test_batch_size=test_batch
-    )
-    clip_scores, clip_seconds = fit_and_test(clip, clip_data, make_trainer(config, "clip", c.steps, logger))
+        c = config.clip
+        tokenizer = build_clip_tokenizer(corpus=[t for caps in faces.train.captions for t in caps])
+        clip = ClipModule(build_small_clip(tokenizer, c.model, seed=config.seed), c.train, seed=config.seed)
+        # a stream of its own (seed + 1), not a replay of the parser's draws
+        clip_data = EvaluatorDataModule(
+            faces, c.batch_size, c.max_blur, config.seed + 1, contrastive=True, test_batch_size=test_batch
+        )
+        clip_trainer = make_trainer(config, "clip", c.steps, loggers["clip"])
+        clip_scores, clip_seconds = fit_and_test(clip, clip_data, clip_trainer)
+    finally:
+        for logger in set(loggers.values()):
+            if isinstance(logger, WandbLogger):
+                # wandb keeps one global run per process: a later WandbLogger here would log into this one
+                logger.experiment.finish()
 
     with atomic_dir(run_dir / "parser") as tmp:
         save_face_parser(parser.parser.cpu(), tmp)
@@ -136,8 +157,6 @@ def train_evaluators(config: EvaluatorsConfig) -> dict:
         "seconds": {"parser": round(parser_seconds, 1), "clip": round(clip_seconds, 1)},
     }
     atomic_write_json(run_dir / "report.json", report, indent=2)
-    if isinstance(logger, WandbLogger):
-        logger.experiment.finish()  # one W&B run per process: close it for whatever runs next
     return report
 
 
@@ -171,4 +190,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

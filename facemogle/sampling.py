@@ -94,14 +94,18 @@ def sample(
     expert_scale: torch.Tensor | None = None,
 ) -> SampleOutput:
     """prompts: b captions, or None for mask-to-face; masks: (b, H, W) labels, or None for text-to-face
-    (conditioned as `settings.text_only_condition` says). Masks of another size are resized (nearest) to
-    height x width."""
+    (conditioned as `settings.text_only_condition` says). Masks of another size with the same aspect ratio
+    are resized (nearest) to height x width; another aspect ratio is an error."""
     if prompts is None and masks is None:
         raise ValueError("sample() needs prompts, masks, or both")
     settings = settings or SampleSettings()
     n = len(prompts) if prompts is not None else masks.shape[0]
     if masks is not None and masks.shape[0] != n:
         raise ValueError(f"{n} prompts but {masks.shape[0]} masks")
+    if masks is not None and masks.shape[-1] * height != masks.shape[-2] * width:
+        raise ValueError(  # resizing would stretch the face's layout
+            f"masks are {masks.shape[-1]}x{masks.shape[-2]}, not the {width}x{height} images' aspect ratio"
+        )
     f = backbone.vae_scale_factor
     if height % (2 * f) or width % (2 * f):
         raise ValueError(

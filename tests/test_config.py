@@ -1,6 +1,6 @@
 import pytest
 
-from experiments.config import load_config, to_yaml
+from experiments.config import PretrainConfig, load_config, to_yaml
 
 
 def test_overrides_reach_the_typed_config():
@@ -36,3 +36,10 @@ def test_the_resolved_config_round_trips_through_yaml(tmp_path):
 def test_the_paper_config_encodes_captions_each_step_and_the_tiny_one_caches_their_embeddings():
     assert not load_config("experiments/configs/flux_mmcelebahq.yaml").data.cache_text
     assert load_config("experiments/configs/tiny.yaml").data.cache_text
+
+
+def test_another_schema_checks_keys_against_its_own_dataclasses():
+    config = load_config(overrides=["flux.steps=5", "logger.kind=csv"], schema=PretrainConfig)
+    assert isinstance(config, PretrainConfig) and config.flux.steps == 5 and config.logger.kind == "csv"
+    with pytest.raises(ValueError, match=r"unknown config key 'model'; valid keys: backbone, data, flux, "):
+        load_config(overrides=["model.mogle.gate=scalar"], schema=PretrainConfig)

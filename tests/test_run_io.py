@@ -66,3 +66,15 @@ def test_region_scale_maps_part_names_to_active_experts():
         expert_scale(MoGLEConfig(expert_set="local"), ["global=2"])
     with pytest.raises(ValueError, match="PART=SCALE"):
         expert_scale(MoGLEConfig(), ["beard=2"])
+
+
+def test_a_truncated_or_corrupted_export_is_an_error_naming_the_file(flux_dir, tmp_path):
+    config = load_config(overrides=[f"backbone.path={flux_dir}", f"run_dir={tmp_path / 'run'}"])
+    export = export_run(config.run_dir, config, build_module(config).denoiser)
+    mogle = export / "mogle.safetensors"
+    mogle.write_bytes(mogle.read_bytes()[:-100])  # a copy that stopped early
+    with pytest.raises(ValueError, match=r"mogle.safetensors is corrupted or incomplete: its sha256 differs"):
+        load_run(config.run_dir)
+    (export / "lora" / "pytorch_lora_weights.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"pytorch_lora_weights.safetensors is missing"):
+        load_run(config.run_dir)

@@ -26,7 +26,7 @@ def masks():
 @pytest.mark.parametrize("mode", MODES)
 def test_sampling_is_deterministic_for_a_seed_and_returns_the_requested_size(backbone, denoiser, masks, mode):
     prompts, use_mask = MODES[mode]
-    m = masks if use_mask else None
+    m = masks[..., :32] if use_mask else None  # the 64x32 samples' aspect ratio
     settings = SampleSettings(steps=3)
     a = sample(backbone, denoiser, prompts, m, height=64, width=32, settings=settings, seed=7)
     b = sample(backbone, denoiser, prompts, m, height=64, width=32, settings=settings, seed=7)

@@ -249,8 +249,10 @@ def test_the_evaluators_config_file_loads_and_an_unknown_key_names_the_valid_one
         ValueError, match=r"unknown config key 'parser.stepz'; valid keys: batch_size, max_blur"
     ):
         load_config(overrides=["parser.stepz=3"], schema=EvaluatorsConfig)
-    with pytest.raises(ValueError, match="clip.steps=0"):
+    with pytest.raises(ValueError, match=r"clip.steps=0 must be >= 1"):
         load_config(overrides=["clip.steps=0"], schema=EvaluatorsConfig)
+    with pytest.raises(ValueError, match=r"parser.train.lr=-0.1 must be > 0"):
+        load_config(overrides=["parser.train.lr=-0.1"], schema=EvaluatorsConfig)
 
 
 @pytest.mark.parametrize("logger", ["csv", "wandb"])
@@ -282,14 +284,14 @@ def test_train_evaluators_saves_both_models_their_report_checkpoints_and_logs(
         assert (
             torch.load(run / "checkpoints" / stage / "last.ckpt", weights_only=False)["global_step"] == steps
         )
-    if logger == "csv":
-        (metrics,) = (run / "logs").rglob("metrics.csv")
-        rows = list(csv.DictReader(metrics.open()))
-        assert sum(bool(r.get("parser/train/loss")) for r in rows) == 3
-        assert sum(bool(r.get("clip/train/loss")) for r in rows) == 2
-        assert any(r.get("parser/lr") for r in rows) and any(
-            r.get("clip/test/pairwise_accuracy") for r in rows
-        )
+    if logger == "csv":  # a file per model: each one's steps count from 0
+        for stage, steps, score in (("parser", 3, "miou"), ("clip", 2, "pairwise_accuracy")):
+            (metrics,) = (run / "logs" / stage).rglob("metrics.csv")
+            rows = list(csv.DictReader(metrics.open()))
+            assert sum(bool(r.get(f"{stage}/train/loss")) for r in rows) == steps
+            assert any(r.get(f"{stage}/lr") for r in rows) and any(
+                r.get(f"{stage}/test/{score}") for r in rows
+            )
     else:
         (offline,) = (run / "wandb").glob("offline-run-*")
         assert list(offline.glob("run-*.wandb"))  # the metric history

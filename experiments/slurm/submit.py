@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from experiments.config import load_config
+from facemogle.cli import run_cli
 
 SLURM_DIR = Path(__file__).resolve().parent
 REPO = SLURM_DIR.parents[1]
@@ -114,4 +115,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)
