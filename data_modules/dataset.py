@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from data_modules.layouts import FaceRecord, read_mask
 from facemogle.face_parts import NUM_CONDITION_MAPS, split_mask
+from facemogle.faces import Faces
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,21 @@ def load_labels(record: FaceRecord, resolution: int) -> np.ndarray:
     if mask.size != (resolution, resolution):
         mask = mask.resize((resolution, resolution), Image.Resampling.NEAREST)
     return np.array(mask)
+
+
+def load_faces(records: Sequence[FaceRecord], resolution: int) -> Faces:
+    """Records -> Faces at `resolution`, each with its first caption (the one evaluation uses)."""
+    if not records:
+        raise ValueError("no faces to load")
+    for r in records:
+        if not r.captions:
+            raise ValueError(f"{r.caption_file or r.image}: face {r.key} has no caption")
+    images, labels = zip(*(load_face(r, resolution) for r in records), strict=True)
+    return Faces(
+        images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0,
+        labels=torch.from_numpy(np.stack(labels)).long(),
+        captions=[r.captions[0] for r in records],
+    )
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:

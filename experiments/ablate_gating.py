@@ -27,7 +27,7 @@ from experiments.ablation import gate_plot, slurm, table
 from experiments.ablation.study import TRAIN_RECORD, StudySettings, is_evaluated, run_one
 from experiments.ablation.variants import VARIANTS, parse_variants
 from experiments.config import load_config
-from experiments.train import make_logger
+from experiments.training import make_logger
 
 DEFAULT_CONFIG = "experiments/configs/tiny.yaml"
 QUICK = {"steps": 2, "n": 4, "sample_steps": 2}  # --quick: a smoke run of the whole pipeline

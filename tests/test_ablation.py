@@ -19,7 +19,7 @@ from experiments.ablation.study import StudySettings
 from experiments.ablation.variants import VARIANTS, parse_variants
 from experiments.config import load_config
 from experiments.slurm.submit import REPO
-from experiments.train import train
+from experiments.training import train
 from facemogle.denoiser import Denoiser
 from facemogle.evaluators import SmallParserConfig, build_small_parser, save_clip, save_face_parser
 from facemogle.flux_forward import flux_forward

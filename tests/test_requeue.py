@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from callbacks.requeue import REQUEUE_EXIT_CODE
 from experiments.config import TrainerConfig
 from experiments.strategy import make_strategy, process_count
-from experiments.train import last_checkpoint, train
+from experiments.training import last_checkpoint, train
 from tests.test_train import config, setup  # noqa: F401 - the module's data and tiny FLUX
 
 

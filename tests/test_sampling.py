@@ -7,7 +7,8 @@ from facemogle.encode import encode_masks, encode_prompts
 from facemogle.face_parts import PART_INDEX
 from facemogle.mogle import MoGLE
 from facemogle.packing import image_ids
-from facemogle.sampling import SampleSettings, sample
+from facemogle.sampling import MODES as SAMPLING_MODES
+from facemogle.sampling import SampleSettings, check_modes, mode_inputs, sample
 
 PROMPTS = ["She has blond wavy hair and wears eyeglasses.", "He is smiling."]
 MODES = {"text": (PROMPTS, False), "mask": (None, True), "text+mask": (PROMPTS, True)}
@@ -126,6 +127,17 @@ def test_true_cfg_composes_text_and_mask_scales(backbone, denoiser, masks):
     denoiser.register_forward_hook(lambda *a: calls.append(1))
     sample(backbone, denoiser, PROMPTS, masks, height=64, width=64, settings=SampleSettings(steps=2))
     assert len(calls) == 6  # conditioned, mask-only and unconditional passes per step
+
+
+def test_each_mode_keeps_its_own_conditions(masks):
+    assert SAMPLING_MODES == tuple(MODES)
+    for mode, (prompts, use_mask) in MODES.items():
+        inputs = mode_inputs(mode, PROMPTS, masks)
+        assert inputs.prompts == prompts and (inputs.masks is masks) == use_mask
+    with pytest.raises(ValueError, match=r"eval.callback.modes \['text', 'sketch'\]"):
+        check_modes(["text", "sketch"], "eval.callback.modes")
+    with pytest.raises(ValueError, match="--modes"):
+        check_modes([], "--modes")
 
 
 def test_bad_sample_requests_are_errors(backbone, denoiser, masks):

@@ -4,7 +4,7 @@ from safetensors.torch import load_file
 
 from data_modules.cache import read_meta
 from experiments.config import load_config
-from experiments.train import train
+from experiments.training import train
 from facemogle.backbone import TinyFluxConfig, save_flux, tiny_flux
 from tests.run_fixtures import CountCalls, KillAt, RecordGuidance, write_workspace
 

@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) training with DDP through experiments.train, launched by Lightning."""
+"""Two CPU processes (gloo) training with DDP through experiments.training, launched by Lightning."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) training with FSDP2 (trainer.strategy=fsdp) through experiments.train, against
+"""Two CPU processes (gloo) training with FSDP2 (trainer.strategy=fsdp) through experiments.training, against
 DDP on the same data; a killed FSDP run resumed from its sharded checkpoint."""
 
 from __future__ import annotations
