@@ -15,9 +15,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import Dataset, Sampler
 
-
-def _seed(*parts: int) -> int:
-    return hash(tuple(parts)) & 0x7FFF_FFFF_FFFF_FFFF
+from facemogle.seeding import derive_seed
 
 
 class ResumableSampler(Sampler[tuple[int, int]]):
@@ -46,10 +44,12 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         return len(self._positions())
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(_seed(self.seed, self.epoch)))
+        order = torch.randperm(
+            self.n, generator=torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+        )
         skip = self.consumed() * self.batch_size
         for position in self._positions()[skip:]:
-            yield int(order[position % self.n]), _seed(self.seed, self.epoch, position)
+            yield int(order[position % self.n]), derive_seed(self.seed, self.epoch, position)
 
 
 class SeededItems(Dataset):

@@ -48,6 +48,8 @@ class SplitConfig:
             )
         if self.val_size < 0:
             raise ValueError(f"val_size must be >= 0, got {self.val_size}")
+        if self.seed < 0:
+            raise ValueError(f"split seed must be >= 0, got {self.seed}")
 
 
 def _carve(keys: list[str], n: int, seed: int) -> tuple[list[str], list[str]]:

@@ -92,6 +92,12 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(
+                f"seed={self.seed}: must be >= 0 (noise and data seeds derive from it by SeedSequence)"
+            )
+
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults <- YAML file <- `key=value` overrides, checked against the dataclasses."""

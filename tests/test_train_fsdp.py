@@ -3,6 +3,7 @@ DDP on the same data; a killed FSDP run resumed from its sharded checkpoint."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -101,6 +102,20 @@ def test_fsdp_on_two_processes_trains_like_ddp_and_both_ranks_gather_the_same_we
         assert a.keys() == b.keys() and a
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def logged(run_dir: Path, key: str) -> dict[int, float]:
+    """{step: value} of a metric in rank 0's CSV log."""
+    rows = csv.DictReader((run_dir / "logs" / "version_0" / "metrics.csv").open())
+    return {int(r["step"]): float(r[key]) for r in rows if r.get(key)}
+
+
+def test_fsdp_logs_the_gradient_norm_ddp_logs(runs, setup):  # noqa: F811
+    """The norm over the DTensor gradient shards is the whole gradient's, as DDP computes it."""
+    fsdp, ddp = (logged(setup / run, "train/grad_norm") for run in ("fsdp", "ddp"))
+    assert fsdp.keys() == ddp.keys() and len(fsdp) == STEPS
+    for step, norm in ddp.items():
+        assert norm > 0 and fsdp[step] == pytest.approx(norm, rel=1e-5), step
 
 
 def test_each_fsdp_rank_holds_half_of_every_frozen_transformer_weight(runs):
