@@ -12,7 +12,7 @@ CONFIG ?= experiments/configs/tiny.yaml
 RUN ?= runs/tiny
 ARGS ?=
 EVAL_N ?= 120
-# text (the mask dropped) against text+mask; add mask for the mask-only mode (+25 s on 2 cores)
+# text (the mask dropped) against text+mask; add mask for the mask-only mode (README, Tuning log)
 EVAL_MODES ?= text,text+mask
 # The ablation study (`make ablate`): every variant x seed trained for ABLATE_STEPS steps.
 ABLATE_RUNS ?= runs/ablate
