@@ -16,7 +16,7 @@ from callbacks.generation_eval import GenerationEvaluator
 from experiments.config import load_config
 from experiments.training import train
 from facemogle.sharding import trainable_state_dict
-from tests.test_train import KillAt
+from tests.run_fixtures import KillAt
 
 
 def held_elements(module: torch.nn.Module) -> dict[str, tuple[int, int]]:
