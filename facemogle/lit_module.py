@@ -180,10 +180,7 @@ class FaceMoGLEModule(L.LightningModule):
             optimizer = torch.optim.AdamW(
                 self.param_groups(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
             )
-        schedule = lr_schedule(optimizer, cfg, self.trainer.max_steps)
-        if schedule is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return with_lr_schedule(optimizer, cfg, self.trainer.max_steps)
 
     # --- sampling (used by the evaluation callbacks) ---------------------------------------------
 
@@ -226,6 +223,14 @@ def lr_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: i
             f"trainer.max_steps {max_steps}"
         )
     return get_wsd_schedule(optimizer, cfg.warmup_steps, cfg.decay_steps, max_steps, decay_type="linear")
+
+
+def with_lr_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):
+    """What `configure_optimizers` returns: the optimizer alone, or with `lr_schedule` stepped every step."""
+    schedule = lr_schedule(optimizer, cfg, max_steps)
+    if schedule is None:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def _prodigy(params, cfg: OptimConfig):

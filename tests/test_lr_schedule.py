@@ -77,3 +77,10 @@ def test_mogle_lr_with_prodigy_is_an_error_naming_the_key(backbone):
     module = _module(backbone, OptimConfig(name="prodigy", lr=1.0, mogle_lr=3.0))
     with pytest.raises(ValueError, match="mogle_lr"):
         module.configure_optimizers()
+
+
+def test_a_schedule_steps_with_every_optimizer_step(backbone):
+    module = _module(backbone, OptimConfig(lr=1e-3, warmup_steps=2, decay_steps=4))
+    configured = module.configure_optimizers()
+    assert configured["lr_scheduler"]["interval"] == "step"
+    assert configured["optimizer"].param_groups[0]["lr"] == 0.0  # warm-up step 0
