@@ -1,7 +1,13 @@
-PYTHON ?= python
+# Every target runs in the virtual environment VENV, created and installed into on first use and again
+# when pyproject.toml changes (the stamp VENV/.installed). PYTHON=... runs another interpreter as it is.
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+SYSTEM_PYTHON ?= python3
 # CPU by default: torch 2.13.0 is a local CPU wheel here. On a GPU machine use `make install TORCH=torch EXTRAS=dev,gpu`.
 TORCH ?= torch==2.13.0
 EXTRAS ?= dev
+# The install stamp, or nothing when PYTHON was given (on the command line or in the environment).
+INSTALLED := $(if $(filter file,$(origin PYTHON)),$(VENV)/.installed)
 
 # The embedded default (`make train`): each stage reuses its finished output.
 DATA ?= data/synthetic
@@ -16,7 +22,7 @@ EVALUATORS_CONFIG ?= experiments/configs/evaluators_synthetic.yaml
 RUN ?= runs/tiny
 ARGS ?=
 EVAL_N ?= 120
-# text (the mask dropped) against text+mask; add mask for the mask-only mode (+25 s on 2 cores)
+# text (the mask dropped) against text+mask; add mask for the mask-only mode (README, Tuning log)
 EVAL_MODES ?= text,text+mask
 # The ablation study (`make ablate`): every variant x seed trained for ABLATE_STEPS steps.
 ABLATE_RUNS ?= runs/ablate
@@ -26,30 +32,45 @@ ABLATE_SEEDS ?= 0,1
 
 .PHONY: install test test-slow test-slurm lint format benchmark data backbone evaluators train ablate
 
-install:
+define install_packages
 	$(PYTHON) -m pip install "$(TORCH)"
 	$(PYTHON) -m pip install -e ".[$(EXTRAS)]"
+endef
 
-test:
+$(VENV)/bin/python:
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(install_packages)
+	touch $@
+
+# Installs whether or not the stamp is current, e.g. after changing TORCH or EXTRAS.
+install: $(if $(INSTALLED),| $(VENV)/bin/python)
+	$(install_packages)
+	$(if $(INSTALLED),touch $(INSTALLED))
+
+test: $(INSTALLED)
 	$(PYTHON) -m pytest -q
 
-# The slow tests but the SLURM ones (`make test-slurm`): the paper's config on the FLUX.1-dev-shaped backbone.
-test-slow:
+# The slow tests but the SLURM ones (`make test-slurm`): multi-process training and evaluation, the paper's
+# config on the FLUX.1-dev-shaped backbone.
+test-slow: $(INSTALLED)
 	$(PYTHON) -m pytest -q -m "slow and not slurm"
 
 # A one-node SLURM cluster on loopback (installs slurm-wlm and munge with apt-get when root).
-test-slurm:
+test-slurm: $(INSTALLED)
 	$(PYTHON) -m pytest -q -m slurm
 
-lint:
+lint: $(INSTALLED)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
-format:
+format: $(INSTALLED)
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
 
-benchmark:
+benchmark: $(INSTALLED)
 	$(PYTHON) -m experiments.benchmark experts
 	$(PYTHON) -m experiments.benchmark data
 
@@ -58,7 +79,8 @@ backbone: $(BACKBONE)/model_index.json
 evaluators: $(EVALUATORS)/report.json
 train: $(RUN)/eval/test.json
 
-$(DATA)/attributes.json:
+# The stages wait for the install without being redone when it is (order-only).
+$(DATA)/attributes.json: | $(INSTALLED)
 	$(PYTHON) -m data_modules.synthetic --out $(DATA) --n $(FACES) --size 64 --seed 0
 
 $(BACKBONE)/model_index.json: $(DATA)/attributes.json
@@ -76,7 +98,7 @@ $(RUN)/eval/test.json: $(RUN)/export/config.yaml $(EVALUATORS)/report.json
 		--clip $(EVALUATORS)/clip --parser $(EVALUATORS)/parser
 
 # Resumable: finished runs are skipped, an interrupted one continues from its last checkpoint.
-ablate: $(BACKBONE)/model_index.json $(DATA)/attributes.json $(EVALUATORS)/report.json
+ablate: $(BACKBONE)/model_index.json $(DATA)/attributes.json $(EVALUATORS)/report.json | $(INSTALLED)
 	$(PYTHON) -m experiments.ablate_gating --config $(CONFIG) --steps $(ABLATE_STEPS) --seeds $(ABLATE_SEEDS) \
 		--n $(EVAL_N) --runs $(ABLATE_RUNS) --out $(ABLATE_OUT) backbone.path=$(BACKBONE) data.root=$(DATA) \
 		eval.evaluators.clip_path=$(EVALUATORS)/clip eval.evaluators.parser_path=$(EVALUATORS)/parser $(ARGS)

@@ -1,8 +1,6 @@
 """Lightning callbacks: generation metrics, sample grids and gate maps during training."""
 
 from callbacks.generation_eval import (
-    MODES,
-    EvalSubset,
     EvalSubsetSource,
     GenerationEvalConfig,
     GenerationEvaluator,
@@ -11,8 +9,6 @@ from callbacks.generation_eval import (
 )
 
 __all__ = [
-    "MODES",
-    "EvalSubset",
     "EvalSubsetSource",
     "GenerationEvalConfig",
     "GenerationEvaluator",

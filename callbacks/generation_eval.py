@@ -5,7 +5,7 @@ What it needs (structural, no base class):
     pl_module.generate(prompts: list[str] | None, masks: Tensor | None, seed: int) -> SampleOutput
         item i of a call is sampled from noise seed + i (facemogle.sampling.sample does this), so
         an item's sample does not depend on the batch or the rank it lands in;
-    the subset: passed to the callback, or trainer.datamodule.eval_subset() -> EvalSubset.
+    the subset: facemogle.faces.Faces passed to the callback, or trainer.datamodule.eval_subset() -> Faces.
 
 DDP: each rank samples a contiguous share of the subset; metric states sync in compute(), so every
 rank gets the single-process value. Logged by every rank (same value), images by rank zero.
@@ -27,12 +27,12 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
-from callbacks.visuals import gate_map, region_gate_weights, sample_grid
+from callbacks.visuals import gate_map, sample_grid
+from facemogle.faces import Faces
+from facemogle.gate_analysis import region_gate_weights
 from facemogle.metrics.suite import GenerationMetrics
-from facemogle.sampling import SampleOutput
+from facemogle.sampling import SampleOutput, check_modes, mode_inputs
 from facemogle.sharding import is_sharded
-
-MODES = ("text", "mask", "text+mask")
 
 
 @runtime_checkable
@@ -40,26 +40,9 @@ class Generator(Protocol):
     def generate(self, prompts: list[str] | None, masks: torch.Tensor | None, seed: int) -> SampleOutput: ...
 
 
-@dataclass
-class EvalSubset:
-    images: torch.Tensor  # (n, 3, H, W) in [-1, 1]
-    labels: torch.Tensor  # (n, H, W) long
-    captions: list[str]  # the first caption of each face
-
-    def __post_init__(self) -> None:
-        n = self.images.shape[0]
-        if self.labels.shape[0] != n or len(self.captions) != n:
-            raise ValueError(
-                f"eval subset: {n} images, {self.labels.shape[0]} label maps, {len(self.captions)} captions"
-            )
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-
 @runtime_checkable
 class EvalSubsetSource(Protocol):
-    def eval_subset(self) -> EvalSubset: ...
+    def eval_subset(self) -> Faces: ...
 
 
 @dataclass
@@ -74,10 +57,7 @@ class GenerationEvalConfig:
     prefix: str = "eval"
 
     def __post_init__(self) -> None:
-        self.modes = tuple(self.modes)
-        bad = [m for m in self.modes if m not in MODES]
-        if bad or not self.modes:
-            raise ValueError(f"eval.modes {list(self.modes)}: each must be one of {MODES}")
+        self.modes = check_modes(self.modes, "eval.callback.modes")
         if self.every_n_steps < 0 or self.batch_size < 1:
             raise ValueError(
                 f"eval.every_n_steps {self.every_n_steps} >= 0 and eval.batch_size {self.batch_size} >= 1"
@@ -105,7 +85,7 @@ class GenerationEvaluator(L.Callback):
         self,
         metrics: GenerationMetrics | Callable[[], GenerationMetrics],
         config: GenerationEvalConfig | None = None,
-        subset: EvalSubset | None = None,
+        subset: Faces | None = None,
     ):
         self.config = config or GenerationEvalConfig()
         self._metrics_or_factory = metrics
@@ -134,7 +114,7 @@ class GenerationEvaluator(L.Callback):
 
     # ------------------------------------------------------------------------------------------- work
 
-    def _subset(self, trainer: L.Trainer) -> EvalSubset:
+    def _subset(self, trainer: L.Trainer) -> Faces:
         if self.subset is None:
             source = getattr(trainer, "datamodule", None)
             if not isinstance(source, EvalSubsetSource):
@@ -186,45 +166,39 @@ class GenerationEvaluator(L.Callback):
         b = self.config.batch_size
         return [indices[i : i + b] for i in range(0, len(indices), b)]
 
-    def _add_real(self, metrics: GenerationMetrics, subset: EvalSubset, mine: range, device) -> None:
+    def _add_real(self, metrics: GenerationMetrics, subset: Faces, mine: range, device) -> None:
         for part in self._batches(mine):
-            metrics.update_real((subset.images[part.start : part.stop].to(device) + 1) / 2)
+            metrics.update_real(subset[part].images.to(device))
 
-    def _run_mode(self, metrics, pl_module, subset: EvalSubset, mine: range, mode: str) -> ModeResult:
+    def _run_mode(self, metrics, pl_module, subset: Faces, mine: range, mode: str) -> ModeResult:
         metrics.reset()
         result = ModeResult({})
         for part in self._batches(mine):
-            captions = subset.captions[part.start : part.stop]
-            labels = subset.labels[part.start : part.stop].to(pl_module.device)
+            faces = subset[part]
+            labels = faces.labels.to(pl_module.device)
             out = pl_module.generate(
-                captions if "text" in mode else None,
-                labels if "mask" in mode else None,
-                seed=self.config.seed + part.start,
+                *mode_inputs(mode, faces.captions, labels), seed=self.config.seed + part.start
             )
-            metrics.update(out.images, captions, labels)
+            metrics.update(out.images, faces.captions, labels)
             if result.shown is None:
                 result.shown, result.shown_range = out, part
                 result.text_only_condition = out.text_only_condition
         result.metrics = metrics.compute()
         return result
 
-    def _log_pictures(self, trainer: L.Trainer, subset: EvalSubset, mode: str, result: ModeResult) -> None:
+    def _log_pictures(self, trainer: L.Trainer, subset: Faces, mode: str, result: ModeResult) -> None:
         part, out = result.shown_range, result.shown
         k = min(self.config.num_grid, len(part))
         key = f"{self.config.prefix}/{mode}"
+        shown = subset[part]
+        prompts, masks = mode_inputs(mode, shown.captions, shown.labels)
         if k:
-            grid = sample_grid(
-                subset.labels[part.start : part.start + k],
-                out.images[:k],
-                (subset.images[part.start : part.start + k] + 1) / 2,
-                subset.captions[part.start : part.start + k] if "text" in mode else None,
-            )
+            captions = prompts[:k] if prompts is not None else None
+            grid = sample_grid(shown.labels[:k], out.images[:k], shown.images[:k], captions)
             log_images(trainer, f"{key}/samples", [grid])
         g = min(self.config.gate_maps, len(part))
-        if g and out.gate_weights and "mask" in mode:  # text mode's gate saw no mask of these faces
-            regions = region_gate_weights(
-                [w[:g] for w in out.gate_weights], subset.labels[part.start : part.start + g]
-            )
+        if g and out.gate_weights and masks is not None:  # text mode's gate saw no mask of these faces
+            regions = region_gate_weights([w[:g] for w in out.gate_weights], masks[:g])
             log_images(trainer, f"{key}/gate_maps", [gate_map(regions[i], out.sigmas) for i in range(g)])
 
 

@@ -2,7 +2,8 @@
 
 Gate map of one sample: one panel per chosen sampling step, each a (regions x experts) heatmap of the
 mean gate weight the image tokens of a face region give each expert (regions: parts present in the
-input mask, read at the token grid). Pure functions of tensors -> uint8 arrays (H, W, 3).
+input mask, read at the token grid by facemogle.gate_analysis). Pure functions of tensors -> uint8
+arrays (H, W, 3).
 """
 
 from __future__ import annotations
@@ -63,29 +64,7 @@ def sample_grid(
     )
 
 
-def token_regions(labels: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """labels (b, H, W) -> (b, l) the part under each packed image token (nearest), l = num_tokens."""
-    h_img, w_img = labels.shape[-2:]
-    h = int(round((num_tokens * h_img / w_img) ** 0.5))
-    w = num_tokens // max(h, 1)
-    if h * w != num_tokens:
-        raise ValueError(f"{num_tokens} tokens do not tile a {h_img}x{w_img} mask")
-    grid = F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
-    return grid.flatten(1)
-
-
-def region_gate_weights(gate_weights: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-    """gate_weights: per step (b, l, e); labels (b, H, W) -> (b, steps, 19, e) mean weight per region
-    (nan where the region has no token)."""
-    weights = torch.stack([g.float() for g in gate_weights], dim=1)  # (b, s, l, e)
-    regions = token_regions(labels.to(weights.device), weights.shape[2])  # (b, l)
-    onehot = F.one_hot(regions, NUM_PARTS).float()  # (b, l, 19)
-    sums = torch.einsum("bsle,blp->bspe", weights, onehot)  # (b, s, 19, e)
-    counts = onehot.sum(1)[:, None, :, None]  # (b, 1, 19, 1)
-    return torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("nan")))
-
-
-def _heat(values: np.ndarray) -> np.ndarray:
+def heat_colors(values: np.ndarray) -> np.ndarray:
     """values in [0, 1] (any shape) -> uint8 RGB along HEAT_ANCHORS."""
     x = np.clip(np.nan_to_num(values, nan=0.0), 0, 1) * (len(HEAT_ANCHORS) - 1)
     lo = np.floor(x).astype(int).clip(0, len(HEAT_ANCHORS) - 2)
@@ -104,7 +83,7 @@ def gate_map(region_weights: torch.Tensor, sigmas: torch.Tensor, panels: int = 4
     tiles = []
     for k, s in enumerate(chosen):
         block = region_weights[s, present].cpu().numpy()  # (r, e)
-        heat = _heat(block / max(float(np.nanmax(block)), 1e-8)).repeat(CELL, 0).repeat(CELL, 1)
+        heat = heat_colors(block / max(float(np.nanmax(block)), 1e-8)).repeat(CELL, 0).repeat(CELL, 1)
         left = label_w if k == 0 else 4
         panel = Image.new("RGB", (left + heat.shape[1] + 4, title_h + heat.shape[0]), (255, 255, 255))
         panel.paste(Image.fromarray(heat), (left, title_h))

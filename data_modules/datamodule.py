@@ -20,7 +20,6 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from callbacks.generation_eval import EvalSubset
 from data_modules.cache import (
     DTYPES,
     CachedDataset,
@@ -30,12 +29,13 @@ from data_modules.cache import (
     is_complete,
     read_meta,
 )
-from data_modules.dataset import Dropout, FaceDataset
+from data_modules.dataset import Dropout, FaceDataset, load_faces
 from data_modules.layouts import LAYOUTS, FaceRecord, Scan, scan
 from data_modules.resumable import ResumableSampler, SeededItems
-from data_modules.split import Split, SplitConfig, split_keys
+from data_modules.split import Split, SplitConfig, split_keys, split_records
 from data_modules.validate import Report, validate
 from facemogle.backbone import FluxBackbone
+from facemogle.faces import Faces
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class FaceDataModule(L.LightningDataModule):
         self.backbone = backbone
         self.report: Report | None = None
         self.split: Split | None = None
+        self.records: list[FaceRecord] = []  # the validated faces that `split` divides
         self.cache_folder: Path | None = None
         self.datasets: dict[str, Dataset] = {}
         self._cached: tuple[list[FaceRecord], Path] | None = None
@@ -162,6 +163,7 @@ class FaceDataModule(L.LightningDataModule):
             records, self.cache_folder = self._ensure_cache()
         else:
             records = self._validate().records
+        self.records = records
         by_key = {r.key: r for r in records}
         self.split = split_keys(by_key, c.split)
         if stage in (None, "fit"):
@@ -232,21 +234,12 @@ class FaceDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
         )
 
-    def eval_subset(self) -> EvalSubset:
+    def eval_subset(self) -> Faces:
         """The first `eval_subset_size` validation faces (key order) with their first captions, from disk."""
         if self.split is None:
             raise ValueError("call setup() before asking for the evaluation subset")
-        by_key = {r.key: r for r in self._validate().records}
-        records = [by_key[k] for k in self.split.val[: self.config.eval_subset_size]]
-        if not records:
-            raise ValueError(f"{self.config.root}: the validation split is empty, nothing to evaluate on")
-        faces = FaceDataset(records, self.config.resolution)
-        items = [faces[i] for i in range(len(faces))]
-        return EvalSubset(
-            images=torch.stack([it["image"] for it in items]),
-            labels=torch.stack([it["labels"] for it in items]),
-            captions=[it["caption"] for it in items],
-        )
+        c = self.config
+        return load_faces(split_records(self.records, c.split, "val", c.eval_subset_size), c.resolution)
 
     def _consumed_batches(self) -> int:
         """Batches of the current epoch this rank already trained on: non-zero when resuming mid-epoch.

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from data_modules.layouts import FaceRecord, read_mask
 from data_modules.readers import oriented
 from facemogle.face_parts import NUM_CONDITION_MAPS, split_mask
+from facemogle.faces import Faces
 
 
 @dataclass(frozen=True)
@@ -84,31 +85,20 @@ def load_labels(record: FaceRecord, resolution: int) -> np.ndarray:
     return np.array(mask)
 
 
-@dataclass
-class FaceArrays:
-    """Faces held in memory, in record order."""
-
-    images: torch.Tensor  # (n, 3, H, W) float in [0, 1]
-    labels: torch.Tensor  # (n, H, W) long in 0..18
-    captions: list[tuple[str, ...]]  # every caption of each face
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    def first_captions(self) -> list[str]:
-        return [caps[0] for caps in self.captions]
-
-
-def load_faces(records: Sequence[FaceRecord], resolution: int) -> FaceArrays:
-    """Read faces into memory as `load_face` gives them; a face without captions is an error."""
+def load_faces(records: Sequence[FaceRecord], resolution: int) -> Faces:
+    """Records -> Faces at `resolution` with every caption (the first is the one evaluation uses); a face
+    without captions is an error naming its caption file."""
+    if not records:
+        raise ValueError("no faces to load")
     for r in records:
         if not r.captions:
             raise ValueError(f"{r.caption_file or r.image}: face {r.key} has no caption")
     images, labels = zip(*(load_face(r, resolution) for r in records), strict=True)
-    return FaceArrays(
-        torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0,
-        torch.from_numpy(np.stack(labels)).long(),
-        [tuple(r.captions) for r in records],
+    return Faces(
+        images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0,
+        labels=torch.from_numpy(np.stack(labels)).long(),
+        captions=[r.captions[0] for r in records],
+        all_captions=[tuple(r.captions) for r in records],
     )
 
 

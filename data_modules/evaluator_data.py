@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from data_modules.dataset import FaceArrays, load_faces
+from data_modules.dataset import load_faces
 from data_modules.layouts import LAYOUTS, scan
 from data_modules.split import SplitConfig, split_keys
+from facemogle.faces import Faces
 
 COLOUR_JITTER = 0.2  # each channel's gain is drawn from 1 +- COLOUR_JITTER / 2
 BLUR_RADIUS = 2  # kernel half-width in pixels: covers 2 sigma of the largest blur the configs use
@@ -48,8 +49,8 @@ class EvaluatorDataConfig:
 
 @dataclass
 class SplitFaces:
-    train: FaceArrays
-    test: FaceArrays
+    train: Faces
+    test: Faces
 
     @classmethod
     def load(cls, config: EvaluatorDataConfig) -> SplitFaces:
@@ -101,9 +102,7 @@ class TrainBatches(IterableDataset):
     contrastive=True (the CLIP): distinct faces in a batch, since a repeated face would be its own negative.
     """
 
-    def __init__(
-        self, faces: FaceArrays, batch_size: int, max_blur: float, seed: int, contrastive: bool = False
-    ):
+    def __init__(self, faces: Faces, batch_size: int, max_blur: float, seed: int, contrastive: bool = False):
         if batch_size <= 0 or (contrastive and batch_size > len(faces)):
             raise ValueError(
                 f"batch_size {batch_size}: expected 1..{len(faces)} (the training faces)"
@@ -129,7 +128,8 @@ class TrainBatches(IterableDataset):
         batch = {}
         if self.contrastive:
             batch["caption"] = [
-                faces.captions[i][int(torch.randint(len(faces.captions[i]), (), generator=g))] for i in index
+                faces.all_captions[i][int(torch.randint(len(faces.all_captions[i]), (), generator=g))]
+                for i in index
             ]
         batch["image"] = augment(faces.images[index], g, self.max_blur)
         batch["labels"] = faces.labels[index]
@@ -139,7 +139,7 @@ class TrainBatches(IterableDataset):
 class FirstCaptionFaces(Dataset):
     """Evaluation items: image (3, H, W) in [0, 1], labels (H, W), the face's first caption."""
 
-    def __init__(self, faces: FaceArrays):
+    def __init__(self, faces: Faces):
         self.faces = faces
 
     def __len__(self) -> int:
@@ -147,7 +147,7 @@ class FirstCaptionFaces(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         f = self.faces
-        return {"image": f.images[i], "labels": f.labels[i], "caption": f.captions[i][0]}
+        return {"image": f.images[i], "labels": f.labels[i], "caption": f.captions[i]}
 
 
 class EvaluatorDataModule(L.LightningDataModule):

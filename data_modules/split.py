@@ -9,11 +9,12 @@ fraction  any keys, in sorted order: the last `test_fraction` are the test set, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 
-from data_modules.layouts import sort_keys
+from data_modules.layouts import FaceRecord, sort_keys
 
 CELEBAHQ_TRAIN_IDS = 27_000  # ids below are the training set
 CELEBAHQ_NUM_IDS = 30_000
@@ -25,6 +26,9 @@ class Split:
     train: list[str]
     val: list[str]
     test: list[str]
+
+
+SPLITS: tuple[str, ...] = tuple(f.name for f in fields(Split))  # train, val, test
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class SplitConfig:
             )
         if self.val_size < 0:
             raise ValueError(f"val_size must be >= 0, got {self.val_size}")
+        if self.seed < 0:
+            raise ValueError(f"split seed must be >= 0, got {self.seed}")
 
 
 def _carve(keys: list[str], n: int, seed: int) -> tuple[list[str], list[str]]:
@@ -77,3 +83,16 @@ def _at_least_one(n: int, fraction: float) -> int:
     if fraction == 0 or n < 2:
         return 0
     return min(n - 1, max(1, round(n * fraction)))
+
+
+def split_records(
+    records: Sequence[FaceRecord], config: SplitConfig, split: str, n: int | None = None
+) -> list[FaceRecord]:
+    """The first n records (key order; all when n is None) of one split of `records`."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r}: expected one of {SPLITS}")
+    by_key = {r.key: r for r in records}
+    keys = getattr(split_keys(by_key, config), split)[:n]
+    if not keys:
+        raise ValueError(f"data.split: the {split} split of these {len(records)} faces is empty")
+    return [by_key[k] for k in keys]

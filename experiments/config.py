@@ -102,6 +102,12 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(
+                f"seed={self.seed}: must be >= 0 (noise and data seeds derive from it by SeedSequence)"
+            )
+
 
 @dataclass
 class PretrainTrainerConfig:

@@ -11,8 +11,10 @@ LoRA acts per stream: on condition tokens always, on text and image tokens only 
 
 The block forwards below re-implement `FluxTransformerBlock.forward` and
 `FluxSingleTransformerBlock.forward` of diffusers 0.42 (pinned in pyproject.toml) with the extra
-stream; `tests/test_flux_forward.py` checks they equal the stock model when there are no condition
-tokens. The joint attention itself lives in `ConditionAttnProcessor`, a diffusers attention processor.
+stream, float16's clipping included (the double block's text stream, the single block's tokens; the
+condition tokens are clipped where the stream whose weights they use is); `tests/test_flux_forward.py`
+checks they equal the stock model when there are no condition tokens, with a guidance embedding, and in
+float16 where a block overflows. The joint attention itself lives in `ConditionAttnProcessor`, a diffusers attention processor.
 `install_condition_forward` sets that processor; each block runs through its condition-aware forward as
 a method (`forward_streams`), so that the block's work is one call on the block: FSDP gathers a block's
 sharded weights around that call (facemogle/sharding.py), as it does around `forward`.
@@ -140,6 +142,11 @@ def _feed_forward(ff: nn.Module, x: torch.Tensor, lora: bool) -> torch.Tensor:
     return h
 
 
+def _clip_float16(x: torch.Tensor) -> torch.Tensor:
+    """An overflow becomes float16's largest finite value, as diffusers' FLUX blocks do."""
+    return x.clip(-65504, 65504) if x.dtype == torch.float16 else x
+
+
 def _residual_branches(norm2, ff, x, attn_out, chunks, lora):
     """Double-block tail: gated attention residual, then the modulated, gated feed-forward."""
     gate_msa, shift_mlp, scale_mlp, gate_mlp = chunks
@@ -164,7 +171,7 @@ def double_block(
         cond = _residual_branches(block.norm2, block.ff, cond, a_cond, m_cond, True)
     img = _residual_branches(block.norm2, block.ff, img, a_img, m_img, lora_main)
     txt = _residual_branches(block.norm2_context, block.ff_context, txt, a_txt, m_txt, lora_main)
-    return img, txt, cond
+    return img, _clip_float16(txt), cond
 
 
 def single_block(
@@ -177,7 +184,8 @@ def single_block(
         return normed, block.act_mlp(linear(block.proj_mlp, normed, lora)), gate
 
     def post(x, attn_out, mlp, gate, lora):
-        return x + gate.unsqueeze(1) * linear(block.proj_out, torch.cat([attn_out, mlp], dim=2), lora)
+        out = x + gate.unsqueeze(1) * linear(block.proj_out, torch.cat([attn_out, mlp], dim=2), lora)
+        return _clip_float16(out)
 
     n_tok, mlp_tok, g_tok = pre(tokens, temb, lora_main)
     if cond is None:

@@ -9,6 +9,7 @@ come from data_modules in one of two forms:
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -16,6 +17,8 @@ import lightning as L
 import torch
 from prodigyopt import Prodigy
 from torch.distributed.tensor import DTensor
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import get_wsd_schedule
 
 from facemogle.backbone import FluxBackbone
 from facemogle.denoiser import Denoiser, flow_matching_loss
@@ -23,6 +26,7 @@ from facemogle.encode import TextEmbeddings, encode_images, encode_prompts
 from facemogle.flow import TimestepSampling
 from facemogle.packing import image_ids
 from facemogle.sampling import SampleOutput, SampleSettings, sample
+from facemogle.seeding import derive_seed
 from facemogle.sharding import shard_denoiser
 
 
@@ -32,8 +36,9 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
+    # transformers' warmup-stable-decay: the lr rises linearly from 0 over `warmup_steps` optimizer steps,
+    # and the last `decay_steps` before trainer.max_steps ramp it linearly down to 0
     warmup_steps: int = 0
-    # the last `decay_steps` optimizer steps before trainer.max_steps ramp the lr linearly down to 0
     decay_steps: int = 0
     # the MoGLE experts' and gate's lr (AdamW); None: `lr`, as for the LoRA weights
     mogle_lr: float | None = None
@@ -127,13 +132,10 @@ class FaceMoGLEModule(L.LightningModule):
     def step_generator(self, batch_idx: int) -> torch.Generator:
         """Noise and timesteps are a function of (seed, rank, step, micro-batch), so a resumed run draws
         exactly what an uninterrupted one would, whatever RNG state the checkpoint held."""
-        key = (
-            self.seed,
-            self.global_rank,
-            self.global_step,
-            batch_idx % self.trainer.accumulate_grad_batches,
+        micro_batch = batch_idx % self.trainer.accumulate_grad_batches
+        return torch.Generator().manual_seed(
+            derive_seed(self.seed, self.global_rank, self.global_step, micro_batch)
         )
-        return torch.Generator().manual_seed(hash(key) & 0x7FFF_FFFF_FFFF_FFFF)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         b = self.prepare(batch)
@@ -146,6 +148,8 @@ class FaceMoGLEModule(L.LightningModule):
         self.log("val/loss", loss, sync_dist=True, batch_size=b.x0.shape[0])
 
     def on_before_optimizer_step(self, optimizer) -> None:
+        # Not Lightning's grad_norm: it reads p.grad.data, unallocated in FSDP's DTensor gradients, and
+        # copies each parameter's norm to the host; torch's total norm does neither.
         grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
         if grads:
             norm = torch.nn.utils.get_total_norm(grads)
@@ -199,26 +203,33 @@ def gate_entropy(weights: torch.Tensor | None) -> torch.Tensor:
     return -(w * w.log()).sum(-1).mean()
 
 
-def lr_factor(cfg: OptimConfig, max_steps: int):
-    """The lr multiplier at optimizer step s: linear warm-up over `warmup_steps`, constant, then a linear
-    decay to 0 over the last `decay_steps` before `max_steps` (warmup-stable-decay)."""
-    if cfg.decay_steps > 0 and max_steps <= 0:
-        raise ValueError("train.optim.decay_steps needs trainer.max_steps: the decay ends there")
-
-    def factor(s: int) -> float:
-        f = min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
+def lr_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int) -> LambdaLR | None:
+    """transformers' warmup-stable-decay schedule with a linear decay ending at 0 on `max_steps`; None
+    without warm-up or decay. Optimizer step s has lr factor s / warmup_steps during the warm-up."""
+    if cfg.warmup_steps < 0 or cfg.decay_steps < 0:
+        raise ValueError(
+            f"train.optim.warmup_steps {cfg.warmup_steps} and decay_steps {cfg.decay_steps} must be >= 0"
+        )
+    if cfg.warmup_steps == 0 and cfg.decay_steps == 0:
+        return None
+    if max_steps <= 0:
         if cfg.decay_steps > 0:
-            f *= max(0.0, min(1.0, (max_steps - s) / cfg.decay_steps))
-        return f
-
-    return factor
+            raise ValueError("train.optim.decay_steps needs trainer.max_steps: the decay ends there")
+        # no end to decay towards: warm up, then constant
+        return get_wsd_schedule(optimizer, cfg.warmup_steps, 0, num_stable_steps=sys.maxsize)
+    if cfg.warmup_steps + cfg.decay_steps > max_steps:
+        raise ValueError(
+            f"train.optim.warmup_steps {cfg.warmup_steps} + decay_steps {cfg.decay_steps} exceed "
+            f"trainer.max_steps {max_steps}"
+        )
+    return get_wsd_schedule(optimizer, cfg.warmup_steps, cfg.decay_steps, max_steps, decay_type="linear")
 
 
 def with_lr_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int):
-    """What `configure_optimizers` returns: the optimizer alone, or with `lr_factor`'s per-step schedule."""
-    if cfg.warmup_steps <= 0 and cfg.decay_steps <= 0:
+    """What `configure_optimizers` returns: the optimizer alone, or with `lr_schedule` stepped every step."""
+    schedule = lr_schedule(optimizer, cfg, max_steps)
+    if schedule is None:
         return optimizer
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, max_steps))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 

@@ -6,6 +6,9 @@ classifier-free guidance composed over the two conditions, with separate scales:
     v = v(-, -) + mask_scale * (v(-, m) - v(-, -)) + text_scale * (v(c, m) - v(-, m))
 where "-" is the empty prompt or no mask condition at all.
 
+Modes (`MODES`): "text" samples from the captions alone, "mask" from the label maps alone, "text+mask"
+from both; `mode_inputs` picks a mode's inputs, so every evaluation drops the same condition.
+
 Text-to-face (`SampleSettings.text_only_condition`): "background", the default, gives the model the
 condition tokens of an all-background label map, as the official Face-MoGLE code does whenever it has
 no mask (its sampler always passes condition tokens), so LoRA and MoGLE act and a checkpoint's
@@ -18,7 +21,7 @@ is in both passes and only the text is guided:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -34,6 +37,27 @@ from facemogle.packing import image_ids
 
 TextOnlyCondition = Literal["none", "background"]
 TEXT_ONLY_CONDITIONS: tuple[str, ...] = get_args(TextOnlyCondition)
+Mode = Literal["text", "mask", "text+mask"]
+MODES: tuple[str, ...] = get_args(Mode)
+
+
+def check_modes(modes, where: str) -> tuple[str, ...]:
+    """The modes as a tuple; an empty list or an unknown mode is a ValueError naming `where` (a key or flag)."""
+    modes = tuple(modes)
+    if not modes or any(m not in MODES for m in modes):
+        raise ValueError(f"{where} {list(modes)}: each must be one of {MODES}")
+    return modes
+
+
+class ModeInputs(NamedTuple):
+    prompts: list[str] | None
+    masks: torch.Tensor | None
+
+
+def mode_inputs(mode: str, captions: list[str], labels: torch.Tensor) -> ModeInputs:
+    """What `sample` gets in a mode: the captions unless the mode is "mask", the labels unless it is "text"."""
+    check_modes([mode], "mode")
+    return ModeInputs(captions if "text" in mode else None, labels if "mask" in mode else None)
 
 
 @dataclass

@@ -1,9 +1,15 @@
+"""Fixtures several test modules share: the tiny FLUX and its inputs, and, built once per session, a run
+workspace (synthetic faces, a saved tiny FLUX, their latent caches) and untrained small evaluators."""
+
+from pathlib import Path
+
 import pytest
 import torch
 
 from facemogle.backbone import TinyFluxConfig, tiny_flux
 from facemogle.encode import TextEmbeddings
 from facemogle.packing import image_ids
+from tests.run_fixtures import write_evaluators, write_workspace
 
 
 @pytest.fixture
@@ -29,3 +35,16 @@ def flux_inputs():
 @pytest.fixture
 def text(flux_inputs):
     return TextEmbeddings(flux_inputs["encoder_hidden_states"], flux_inputs["pooled_projections"])
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory) -> Path:
+    """data/: 24 synthetic faces at 32^2; flux/: a saved tiny FLUX (seed 0); cache/: latent caches, built by
+    the first run that needs each. Shared by every module: runs write their own directories elsewhere."""
+    return write_workspace(tmp_path_factory.mktemp("workspace"))
+
+
+@pytest.fixture(scope="session")
+def evaluators(tmp_path_factory) -> Path:
+    """clip/ and parser/: untrained small evaluator models, saved as `make evaluators` saves trained ones."""
+    return write_evaluators(tmp_path_factory.mktemp("evaluators"))

@@ -12,7 +12,7 @@ from lightning import Callback
 
 from callbacks.generation_eval import GenerationEvaluator
 from experiments.config import load_config
-from experiments.train import train
+from experiments.training import train
 
 
 def trainable(module: torch.nn.Module) -> dict[str, torch.Tensor]:

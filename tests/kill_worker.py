@@ -11,7 +11,7 @@ import torch
 from lightning import Callback
 
 from experiments.config import load_config
-from experiments.train import train
+from experiments.training import train
 
 
 class KillMidSave(Callback):

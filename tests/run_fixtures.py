@@ -1,4 +1,5 @@
-"""Pieces the training tests share: a small run workspace and a callback that kills a run mid-way."""
+"""Pieces the training tests share: a small run workspace, its run config, small evaluators, and callbacks
+that kill a run mid-way or record what reached the model."""
 
 from __future__ import annotations
 
@@ -7,14 +8,48 @@ from pathlib import Path
 from lightning import Callback
 
 from data_modules.synthetic import write_synthetic
+from experiments.config import Config, load_config
 from facemogle.backbone import save_flux, tiny_flux
+from facemogle.evaluators import SmallParserConfig, build_small_parser, save_clip, save_face_parser
+from tests.test_eval_metrics import tiny_clip
 
 
 def write_workspace(root: Path) -> Path:
-    """root/data: 24 synthetic faces at 32^2; root/flux: a saved tiny FLUX (seed 0)."""
+    """root/data: 24 synthetic faces at 32^2; root/flux: a saved tiny FLUX (seed 0); root/cache for latents."""
     write_synthetic(root / "data", 24, 32, 0)
     save_flux(tiny_flux(seed=0), root / "flux")
     return root
+
+
+def write_evaluators(root: Path) -> Path:
+    """root/clip and root/parser: a tiny CLIP and a small SegFormer parser, untrained."""
+    parser = build_small_parser(SmallParserConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1]))
+    save_face_parser(parser, root / "parser")
+    save_clip(tiny_clip(), root / "clip")
+    return root
+
+
+def tiny_config(workspace: Path, run_dir: Path, steps: int, *extra: str) -> Config:
+    """experiments/configs/tiny.yaml on the workspace: 32^2, batch 4, `steps` steps, checkpoints every 3, a
+    CSV log of every step, no generation metrics; `extra` key=value overrides last."""
+    return load_config(
+        "experiments/configs/tiny.yaml",
+        [
+            f"run_dir={run_dir}",
+            f"backbone.path={workspace / 'flux'}",
+            f"data.root={workspace / 'data'}",
+            f"data.cache_dir={workspace / 'cache'}",
+            "data.resolution=32",
+            "data.batch_size=4",
+            f"trainer.max_steps={steps}",
+            "trainer.checkpoint_every_n_steps=3",
+            "trainer.log_every_n_steps=1",
+            "trainer.progress_bar=false",
+            "logger.kind=csv",
+            "eval.enabled=false",
+            *extra,
+        ],
+    )
 
 
 class KillAt(Callback):

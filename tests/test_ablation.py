@@ -19,13 +19,11 @@ from experiments.ablation.study import StudySettings
 from experiments.ablation.variants import VARIANTS, parse_variants
 from experiments.config import load_config
 from experiments.slurm.submit import REPO
-from experiments.train import train
+from experiments.training import train
 from facemogle.denoiser import Denoiser
-from facemogle.evaluators import SmallParserConfig, build_small_parser, save_clip, save_face_parser
 from facemogle.flux_forward import flux_forward
 from facemogle.mogle import MoGLE, MoGLEConfig
-from tests.run_fixtures import KillAt, write_workspace
-from tests.test_eval_metrics import tiny_clip
+from tests.run_fixtures import KillAt
 
 
 def mogle_config(variant: str) -> MoGLEConfig:
@@ -110,33 +108,15 @@ def test_the_table_gives_mean_and_std_over_the_finished_seeds(tmp_path):
     assert csv_rows["full"]["mask_miou_mean"] == ""  # no parser: no value rather than nan
 
 
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    """Small synthetic faces, a saved tiny FLUX and untrained small evaluators."""
-    root = write_workspace(tmp_path_factory.mktemp("ablation"))
-    save_face_parser(
-        build_small_parser(SmallParserConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1])),
-        root / "parser",
-    )
-    save_clip(tiny_clip(), root / "clip")
-    return root
-
-
-def study_args(root, *extra: str) -> list[str]:
+def study_args(workspace, evaluators, root, *extra: str) -> list[str]:
+    """A quick study on the shared workspace; runs, table and evaluation cache under root."""
     return [
         *("--config", "experiments/configs/tiny.yaml", "--quick"),
-        *(
-            "--runs",
-            str(root / "runs"),
-            "--out",
-            str(root / "out"),
-            "--eval-cache-dir",
-            str(root / "cache" / "eval"),
-        ),
+        *("--runs", str(root / "runs"), "--out", str(root / "out"), "--eval-cache-dir", str(root / "eval")),
         *extra,
-        f"backbone.path={root / 'flux'}",
-        f"data.root={root / 'data'}",
-        f"data.cache_dir={root / 'cache' / 'latents'}",
+        f"backbone.path={workspace / 'flux'}",
+        f"data.root={workspace / 'data'}",
+        f"data.cache_dir={workspace / 'cache'}",
         "data.resolution=32",
         "data.batch_size=4",
         "data.split.test_fraction=0.25",
@@ -144,14 +124,17 @@ def study_args(root, *extra: str) -> list[str]:
         "trainer.log_every_n_steps=1",
         "trainer.progress_bar=false",
         "logger.kind=csv",
-        f"eval.evaluators.clip_path={root / 'clip'}",
-        f"eval.evaluators.parser_path={root / 'parser'}",
+        f"eval.evaluators.clip_path={evaluators / 'clip'}",
+        f"eval.evaluators.parser_path={evaluators / 'parser'}",
         "eval.metrics.kid_subset_size=2",
     ]
 
 
-def test_quick_study_trains_evaluates_and_tabulates_two_variants_resuming_and_skipping(assets):
-    args = study_args(assets, "--variants", "full,plain")
+@pytest.mark.slow  # two training runs, evaluated, then the study twice more
+def test_quick_study_trains_evaluates_and_tabulates_two_variants_resuming_and_skipping(
+    workspace, evaluators, tmp_path
+):
+    args = study_args(workspace, evaluators, tmp_path, "--variants", "full,plain")
     settings = ablate_gating.settings_from(ablate_gating.parse_args(args))
     with pytest.raises(RuntimeError, match="killed"):  # an interrupted run of the full model
         train(settings.run_config("full", 0), extra_callbacks=[KillAt(1)])
@@ -166,7 +149,7 @@ def test_quick_study_trains_evaluates_and_tabulates_two_variants_resuming_and_sk
     for run in runs.values():
         assert json.loads((run / "train.json").read_text())["steps"] == 2
 
-    out = assets / "out"
+    out = tmp_path / "out"
     rows = {r["variant"]: r for r in csv.DictReader((out / "ablation.csv").open())}
     assert list(rows) == ["full", "plain"]
     for row in rows.values():
@@ -212,6 +195,7 @@ def test_the_gather_logs_a_wandb_table(tmp_path, monkeypatch):
     ]
 
 
+@pytest.mark.slow  # runs the gather job's script in a subprocess
 def test_slurm_submits_an_array_task_per_variant_and_seed_then_a_gather_job(tmp_path, monkeypatch):
     bin_dir, calls = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()

@@ -30,3 +30,13 @@ def test_cache_benchmark_prints_estimate_and_written_bytes_with_and_without_text
     rows = [line.split(" | ") for line in out.splitlines() if line.startswith(("| yes |", "| no |"))]
     assert len(rows) == 2 and all(0.9 <= float(row[3]) <= 1.1 for row in rows)  # estimate / written
     assert "30000 faces x 10 captions" in out and "TB" in rows[0][5]
+
+
+def test_synthetic_benchmark_prints_ms_per_face_for_each_size(capsys):
+    main(["synthetic", "--faces", "2", "--sizes", "32,48"])
+    rows = [
+        line.split(" | ")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| 32 ") or line.startswith("| 48 ")
+    ]
+    assert len(rows) == 2 and all(float(row[1]) > 0 for row in rows)

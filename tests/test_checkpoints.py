@@ -11,8 +11,8 @@ from lightning import Callback
 from safetensors.torch import load_file
 
 from experiments.checkpoints import AtomicCheckpointIO, checkpoint_step, newest_checkpoint
-from experiments.train import train
-from tests.test_train import config, setup  # noqa: F401 - the module's data and FLUX
+from experiments.training import train
+from tests.run_fixtures import tiny_config
 
 
 def test_a_checkpoint_write_that_fills_the_disk_keeps_the_old_checkpoint(tmp_path, monkeypatch):
@@ -33,10 +33,12 @@ def test_a_checkpoint_write_that_fills_the_disk_keeps_the_old_checkpoint(tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
 
 
-def test_resume_skips_a_truncated_checkpoint_and_takes_the_newest_step_that_loads(setup, caplog):  # noqa: F811
-    full = train(config(setup, "crash-full", 7))
-    ckpts = setup / "crash" / "checkpoints"
-    train(config(setup, "crash", 7))
+def test_resume_skips_a_truncated_checkpoint_and_takes_the_newest_step_that_loads(
+    workspace, tmp_path, caplog
+):
+    full = train(tiny_config(workspace, tmp_path / "crash-full", 7))
+    ckpts = tmp_path / "crash" / "checkpoints"
+    train(tiny_config(workspace, tmp_path / "crash", 7))
     # a kill -9 between writes left last.ckpt at step 3 beside step 6; a full disk truncated a later one
     shutil.copy(ckpts / "step-000003.ckpt", ckpts / "last.ckpt")
     (ckpts / "step-000009.ckpt").write_bytes((ckpts / "step-000006.ckpt").read_bytes()[:1000])
@@ -45,11 +47,11 @@ def test_resume_skips_a_truncated_checkpoint_and_takes_the_newest_step_that_load
     assert "skipping" in caplog.text and "step-000009.ckpt" in caplog.text
     (ckpts.parent / "export").rename(ckpts.parent / "export-first")
     start = StartStep()
-    resumed = train(config(setup, "crash", 7), resume=True, extra_callbacks=[start])
+    resumed = train(tiny_config(workspace, tmp_path / "crash", 7), resume=True, extra_callbacks=[start])
     assert start.step == 6 and resumed.global_step == 7  # one step lost, not four
     torch.testing.assert_close(resumed.callback_metrics["train/loss"], full.callback_metrics["train/loss"])
-    a = load_file(setup / "crash-full" / "export" / "mogle.safetensors")
-    b = load_file(setup / "crash" / "export" / "mogle.safetensors")
+    a = load_file(tmp_path / "crash-full" / "export" / "mogle.safetensors")
+    b = load_file(tmp_path / "crash" / "export" / "mogle.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key])
 
@@ -66,7 +68,7 @@ def test_no_loadable_checkpoint_means_a_fresh_start(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_kill_9_in_the_middle_of_a_checkpoint_write_resumes_from_the_one_before(setup, tmp_path):  # noqa: F811
+def test_a_kill_9_in_the_middle_of_a_checkpoint_write_resumes_from_the_one_before(workspace, tmp_path):
     import os
     import signal
     import subprocess
@@ -74,7 +76,7 @@ def test_a_kill_9_in_the_middle_of_a_checkpoint_write_resumes_from_the_one_befor
 
     from experiments.config import to_yaml
 
-    cfg = config(setup, "kill9", 7)
+    cfg = tiny_config(workspace, tmp_path / "kill9", 7)
     (tmp_path / "c.yaml").write_text(to_yaml(cfg))
     done = subprocess.run(
         [sys.executable, "-m", "tests.kill_worker", str(tmp_path / "c.yaml"), "4"],
@@ -83,10 +85,10 @@ def test_a_kill_9_in_the_middle_of_a_checkpoint_write_resumes_from_the_one_befor
         timeout=600,
     )
     assert done.returncode == -signal.SIGKILL
-    ckpts = setup / "kill9" / "checkpoints"
+    ckpts = tmp_path / "kill9" / "checkpoints"
     assert checkpoint_step(newest_checkpoint(ckpts)) == 3  # step 6's write died half-way
     start = StartStep()
-    resumed = train(config(setup, "kill9", 7), resume=True, extra_callbacks=[start])
+    resumed = train(tiny_config(workspace, tmp_path / "kill9", 7), resume=True, extra_callbacks=[start])
     assert start.step == 3 and resumed.global_step == 7
-    full = train(config(setup, "kill9-full", 7))
+    full = train(tiny_config(workspace, tmp_path / "kill9-full", 7))
     torch.testing.assert_close(resumed.callback_metrics["train/loss"], full.callback_metrics["train/loss"])

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from data_modules.datamodule import DataConfig, FaceDataModule
-from data_modules.dataset import Dropout, FaceDataset, sample_dropout
+from data_modules.dataset import Dropout, FaceDataset, load_faces, sample_dropout
 from data_modules.layouts import scan
 from data_modules.resumable import SeededItems
-from data_modules.split import SplitConfig, split_keys
+from data_modules.split import SplitConfig, split_keys, split_records
 from facemogle.face_parts import NUM_CONDITION_MAPS, PALETTE
 from tests.test_data_trees import write_mm_tree
 
@@ -63,6 +63,50 @@ def test_fraction_protocol_splits_a_small_set_sensibly():
     assert sorted(split.train + split.val + split.test, key=int) == keys
     tiny = split_keys(["a", "b", "c"], SplitConfig("fraction"))
     assert (len(tiny.train), len(tiny.val), len(tiny.test)) == (1, 1, 1)
+
+
+def test_split_records_are_the_first_n_of_a_split_in_key_order(tree):
+    records = scan(tree).records
+    split = split_keys([r.key for r in records], SplitConfig("fraction", test_fraction=0.5))
+    test = split_records(records, SplitConfig("fraction", test_fraction=0.5), "test")
+    assert [r.key for r in test] == split.test == ["3", "4", "5"]
+    assert [r.key for r in split_records(records, SplitConfig("fraction", test_fraction=0.5), "test", 2)] == [
+        "3",
+        "4",
+    ]
+    with pytest.raises(ValueError, match="split 'dev'"):
+        split_records(records, SplitConfig("fraction"), "dev")
+    with pytest.raises(ValueError, match="data.split: the val split of these 6 faces is empty"):
+        split_records(records, SplitConfig("fraction", val_fraction=0.0), "val")
+
+
+def test_loaded_faces_are_the_evaluation_items_with_images_in_0_1(tree):
+    records = scan(tree).records[:3]
+    faces = load_faces(records, 16)
+    items = [FaceDataset(records, 16)[i] for i in range(3)]
+    assert faces.images.shape == (3, 3, 16, 16) and faces.labels.dtype == torch.long
+    torch.testing.assert_close(faces.images, torch.stack([(it["image"] + 1) / 2 for it in items]))
+    assert torch.equal(faces.labels, torch.stack([it["labels"] for it in items]))
+    assert faces.captions == [it["caption"] for it in items] == [f"face {i} first caption" for i in range(3)]
+    assert faces[1:3].captions == faces.captions[1:] and len(faces[range(0, 2)]) == 2
+
+
+def test_a_face_without_a_caption_is_an_error_naming_its_file(tmp_path):
+    tree = write_mm_tree(tmp_path, ["0", "1"], captions={"1": []})
+    records = [r for r in scan(tree).records if r.key == "1"]
+    with pytest.raises(ValueError, match=r"1\.txt: face 1 has no caption"):
+        load_faces(records, 16)
+
+
+def test_the_datamodule_evaluation_subset_is_the_first_validation_faces(tree):
+    split = SplitConfig("fraction", val_fraction=0.4)
+    config = DataConfig(root=str(tree), resolution=16, split=split, batch_size=2)
+    dm = FaceDataModule(config)
+    dm.setup("fit")
+    faces = dm.eval_subset()
+    assert len(faces) == len(dm.split.val) == 2
+    assert faces.captions == [f"face {k} first caption" for k in dm.split.val]
+    assert 0 <= faces.images.min() and faces.images.max() <= 1
 
 
 def test_region_and_text_dropout_rates_follow_the_configuration():

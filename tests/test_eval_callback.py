@@ -8,9 +8,11 @@ import torch
 import yaml
 from lightning.pytorch.loggers import CSVLogger
 
-from callbacks import EvalSubset, GenerationEvalConfig, GenerationEvaluator
+from callbacks import GenerationEvalConfig, GenerationEvaluator
 from callbacks.generation_eval import share
-from callbacks.visuals import gate_map, region_gate_weights, sample_grid
+from callbacks.visuals import gate_map, sample_grid
+from facemogle.faces import Faces
+from facemogle.gate_analysis import region_gate_weights
 from facemogle.metrics import GenerationMetrics
 from facemogle.sampling import SampleOutput
 from tests.test_eval_metrics import PaletteParser, palette_images, random_labels, tiny_clip
@@ -18,16 +20,16 @@ from tests.test_eval_metrics import PaletteParser, palette_images, random_labels
 N, SIZE, EXPERTS, STEPS = 10, 32, 20, 3
 
 
-def make_subset() -> EvalSubset:
+def make_subset() -> Faces:
     labels = random_labels(N, SIZE)
-    return EvalSubset(palette_images(labels) * 2 - 1, labels, [f"face number {i}" for i in range(N)])
+    return Faces(palette_images(labels), labels, [f"face number {i}" for i in range(N)])
 
 
 class PerfectGenerator(L.LightningModule):
     """Returns the subset's real image of item seed + i, so every metric is perfect when the callback
     keeps seeds, masks and captions of each item together; records what it was asked."""
 
-    def __init__(self, subset: EvalSubset, text_only_condition: str = "background"):
+    def __init__(self, subset: Faces, text_only_condition: str = "background"):
         super().__init__()
         self.layer = torch.nn.Linear(2, 1)
         self.subset = subset
@@ -44,7 +46,7 @@ class PerfectGenerator(L.LightningModule):
             assert prompts == [self.subset.captions[i] for i in index]
         tokens = (SIZE // 16) ** 2
         gates = [torch.softmax(torch.randn(n, tokens, EXPERTS), -1) for _ in range(STEPS)]
-        images = (self.subset.images[index] + 1) / 2
+        images = self.subset.images[index]
         text_only = self.text_only_condition if masks is None else None
         return SampleOutput(images, gates, torch.linspace(1, 1 / STEPS, STEPS), text_only)
 
@@ -137,9 +139,7 @@ def test_shares_are_contiguous_and_cover_the_subset():
 
 def test_pictures_have_the_expected_layout():
     subset = make_subset()
-    grid = sample_grid(
-        subset.labels[:2], (subset.images[:2] + 1) / 2, (subset.images[:2] + 1) / 2, ["a", "b"]
-    )
+    grid = sample_grid(subset.labels[:2], subset.images[:2], subset.images[:2], ["a", "b"])
     assert grid.dtype.name == "uint8" and grid.shape[1] == 3 * SIZE and grid.shape[0] > 2 * SIZE
     gates = [torch.full((1, 4, EXPERTS), 1.0 / EXPERTS) for _ in range(STEPS)]
     regions = region_gate_weights(gates, subset.labels[:1])  # (1, steps, 19, e)

@@ -13,23 +13,12 @@ from experiments.build import build_module
 from experiments.config import load_config
 from experiments.run_io import export_run
 from facemogle.backbone import save_flux
-from facemogle.evaluators import (
-    SmallParserConfig,
-    build_small_parser,
-    load_clip,
-    load_face_parser,
-    save_clip,
-    save_face_parser,
-)
-from tests.test_eval_metrics import tiny_clip
+from facemogle.evaluators import load_clip, load_face_parser
 
 
 @pytest.fixture
-def evaluator_dirs(tmp_path):
-    parser = build_small_parser(SmallParserConfig(hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1]))
-    save_face_parser(parser, tmp_path / "parser")
-    save_clip(tiny_clip(), tmp_path / "clip")
-    return tmp_path / "clip", tmp_path / "parser"
+def evaluator_dirs(evaluators):
+    return evaluators / "clip", evaluators / "parser"
 
 
 def test_saved_evaluators_load_back_with_the_same_outputs(evaluator_dirs):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -14,6 +15,7 @@ from facemogle.metrics import GenerationMetrics, MetricsConfig
 from tests.test_eval_metrics import PaletteParser, palette_images, random_labels, tiny_clip
 
 N, WORLD = 24, 2
+pytestmark = pytest.mark.slow  # two processes
 
 
 def data():

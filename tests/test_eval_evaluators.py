@@ -58,7 +58,7 @@ def faces(tmp_path_factory):
 
 @needs_trained
 def test_trained_clip_scores_a_matching_caption_above_a_mismatching_one(faces):
-    images, captions = (faces.images * 255).round().to(torch.uint8), faces.first_captions()
+    images, captions = (faces.images * 255).round().to(torch.uint8), faces.captions
     clip = load_clip(TRAINED / "clip")
     matching, mismatching = (CLIPScore(model_name_or_path=clip.clip_score_factory()) for _ in range(2))
     matching.update(images, captions)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from facemogle.backbone import TinyFluxConfig, tiny_flux
 from facemogle.flux_forward import (
     ConditionSettings,
     double_block,
@@ -33,6 +34,57 @@ def test_without_condition_tokens_the_forward_equals_stock_flux(backbone, flux_i
         got = flux_forward(tr, **flux_inputs, **kw)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(stock(tr, flux_inputs), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_with_a_guidance_embedding_the_forward_equals_stock_flux(flux_inputs):
+    tr = tiny_flux(TinyFluxConfig(guidance_embeds=True), seed=0).transformer
+    inputs = {**flux_inputs, "guidance": torch.tensor([3.5, 1.0])}
+    expected = stock(tr, inputs)
+    assert (stock(tr, {**inputs, "guidance": torch.tensor([1.0, 1.0])}) - expected).abs().max() > 1e-4
+    install_condition_forward(tr)
+    torch.testing.assert_close(ours(tr, inputs), expected, atol=1e-5, rtol=1e-5)
+
+
+def float16(transformer, inputs):
+    return transformer.to(torch.float16), {
+        k: v if k.endswith("_ids") else v.half() for k, v in inputs.items()
+    }
+
+
+def overflow_first_text_stream(transformer) -> None:
+    """The first double block's text tokens embedded at 40000 and its feed-forward adding 30000 (gate 1,
+    attention gated off): 70000, past float16's largest value, 65504."""
+    block = transformer.transformer_blocks[0]
+    chunk = (
+        block.norm1_context.linear.out_features // 6
+    )  # shift, scale, gate (attention); shift, scale, gate (ff)
+    with torch.no_grad():
+        transformer.context_embedder.weight.zero_()
+        transformer.context_embedder.bias.fill_(40_000)
+        block.norm1_context.linear.weight.zero_()
+        block.norm1_context.linear.bias.zero_()
+        block.norm1_context.linear.bias[5 * chunk :] = 1.0
+        block.ff_context.net[-1].weight.zero_()
+        block.ff_context.net[-1].bias.fill_(30_000)
+
+
+@pytest.mark.parametrize("overflow", [False, True])
+def test_in_float16_the_forward_equals_stock_flux_and_clips_an_overflow_as_it_does(
+    backbone, flux_inputs, overflow
+):
+    tr, inputs = float16(backbone.transformer, flux_inputs)
+    if overflow:
+        overflow_first_text_stream(tr)
+    text_out = []
+    hook = tr.transformer_blocks[0].register_forward_hook(lambda m, args, out: text_out.append(out[0]))
+    expected = stock(tr, inputs)
+    hook.remove()
+    assert expected.dtype == torch.float16 and expected.isfinite().all()
+    assert (
+        text_out[0].abs().max() == 65504
+    ) == overflow  # stock FLUX clipped the overflow to float16's range
+    install_condition_forward(tr)
+    torch.testing.assert_close(ours(tr, inputs), expected, atol=0, rtol=0)
 
 
 def test_a_bare_transformer_runs_with_stock_processors_and_keeps_its_weights(backbone, flux_inputs):

@@ -2,29 +2,49 @@
 
 import lightning as L
 import pytest
+import torch
 
 from experiments.build import build_denoiser
 from experiments.config import ModelConfig
-from facemogle.lit_module import FaceMoGLEModule, OptimConfig, TrainConfig, lr_factor
+from facemogle.lit_module import FaceMoGLEModule, OptimConfig, TrainConfig, lr_schedule
+
+
+def lrs(cfg: OptimConfig, max_steps: int, steps: int) -> list[float]:
+    """The lr each of the first `steps` optimizer steps runs at, base lr 1."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = lr_schedule(optimizer, cfg, max_steps)
+    seen = []
+    for _ in range(steps):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return seen
 
 
 def test_warmup_then_constant_then_linear_decay_to_zero():
-    f = lr_factor(OptimConfig(warmup_steps=4, decay_steps=10), max_steps=100)
-    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
-    assert f(50) == f(90) == 1.0
-    assert f(95) == pytest.approx(0.5)
-    assert f(99) == pytest.approx(0.1)
-    assert f(100) == 0.0
+    lr = lrs(OptimConfig(warmup_steps=4, decay_steps=10), max_steps=100, steps=101)
+    # transformers' warm-up starts at 0: step s runs at s / warmup_steps, full from step 4 on
+    assert lr[:5] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert set(lr[4:91]) == {1.0}
+    assert lr[95] == pytest.approx(0.5) and lr[99] == pytest.approx(0.1) and lr[100] == 0.0
 
 
-def test_without_warmup_or_decay_the_factor_is_one():
-    f = lr_factor(OptimConfig(), max_steps=-1)
-    assert {f(s) for s in (0, 10, 10_000)} == {1.0}
+def test_warmup_without_max_steps_stays_constant_after_it():
+    lr = lrs(OptimConfig(warmup_steps=2), max_steps=-1, steps=10_000)
+    assert lr[:3] == [0.0, 0.5, 1.0] and set(lr[2:]) == {1.0}
 
 
-def test_decay_without_max_steps_is_an_error_naming_the_keys():
+def test_without_warmup_or_decay_there_is_no_schedule():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert lr_schedule(optimizer, OptimConfig(), max_steps=-1) is None
+
+
+def test_bad_schedules_are_errors_naming_the_keys():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="decay_steps.*max_steps"):
-        lr_factor(OptimConfig(decay_steps=10), max_steps=-1)
+        lr_schedule(optimizer, OptimConfig(decay_steps=10), max_steps=-1)
+    with pytest.raises(ValueError, match="warmup_steps 6 \\+ decay_steps 5 exceed trainer.max_steps 10"):
+        lr_schedule(optimizer, OptimConfig(warmup_steps=6, decay_steps=5), max_steps=10)
 
 
 def _module(backbone, optim: OptimConfig) -> FaceMoGLEModule:
@@ -57,3 +77,10 @@ def test_mogle_lr_with_prodigy_is_an_error_naming_the_key(backbone):
     module = _module(backbone, OptimConfig(name="prodigy", lr=1.0, mogle_lr=3.0))
     with pytest.raises(ValueError, match="mogle_lr"):
         module.configure_optimizers()
+
+
+def test_a_schedule_steps_with_every_optimizer_step(backbone):
+    module = _module(backbone, OptimConfig(lr=1e-3, warmup_steps=2, decay_steps=4))
+    configured = module.configure_optimizers()
+    assert configured["lr_scheduler"]["interval"] == "step"
+    assert configured["optimizer"].param_groups[0]["lr"] == 0.0  # warm-up step 0

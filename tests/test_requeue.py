@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 from callbacks.requeue import REQUEUE_EXIT_CODE
 from experiments.config import TrainerConfig
 from experiments.strategy import make_strategy, process_count
-from experiments.train import last_checkpoint, train
-from tests.test_train import config, setup  # noqa: F401 - the module's data and tiny FLUX
+from experiments.training import last_checkpoint, train
+from tests.run_fixtures import tiny_config
 
 
 class SignalAt(Callback):
@@ -30,14 +30,15 @@ class SignalAt(Callback):
             os.kill(os.getpid(), signal.SIGUSR1)
 
 
+@pytest.mark.slow  # three training runs
 def test_the_requeue_signal_checkpoints_at_the_next_step_and_the_resumed_run_ends_like_an_uninterrupted_one(
-    setup,  # noqa: F811
+    workspace, tmp_path
 ):
-    full = train(config(setup, "uninterrupted", 7))
+    full = train(tiny_config(workspace, tmp_path / "uninterrupted", 7))
     with pytest.raises(SystemExit) as stopped:
-        train(config(setup, "requeued", 7), extra_callbacks=[SignalAt(3)])
+        train(tiny_config(workspace, tmp_path / "requeued", 7), extra_callbacks=[SignalAt(3)])
     assert stopped.value.code == REQUEUE_EXIT_CODE
-    run = setup / "requeued"
+    run = tmp_path / "requeued"
     requeue = run / "checkpoints" / "requeue.ckpt"
     ckpt = torch.load(requeue, weights_only=False)
     assert ckpt["global_step"] == 4  # the step running when the signal came, finished
@@ -45,12 +46,12 @@ def test_the_requeue_signal_checkpoints_at_the_next_step_and_the_resumed_run_end
     assert not (run / "export").exists()  # a stopped run is not a finished one
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is gone with the run
 
-    cfg = config(setup, "requeued", 7)
+    cfg = tiny_config(workspace, tmp_path / "requeued", 7)
     assert last_checkpoint(cfg) == requeue  # newer than last.ckpt (step 3)
     resumed = train(cfg, resume=True)
     assert resumed.global_step == full.global_step == 7
     torch.testing.assert_close(resumed.callback_metrics["train/loss"], full.callback_metrics["train/loss"])
-    a, b = (load_file(setup / r / "export" / "mogle.safetensors") for r in ("uninterrupted", "requeued"))
+    a, b = (load_file(tmp_path / r / "export" / "mogle.safetensors") for r in ("uninterrupted", "requeued"))
     for key in a:
         torch.testing.assert_close(a[key], b[key])
 

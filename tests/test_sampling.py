@@ -1,5 +1,6 @@
 import pytest
 import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
 
 from facemogle.backbone import TinyFluxConfig, tiny_flux
 from facemogle.denoiser import Denoiser, flow_matching_loss
@@ -7,7 +8,8 @@ from facemogle.encode import encode_masks, encode_prompts
 from facemogle.face_parts import PART_INDEX
 from facemogle.mogle import MoGLE
 from facemogle.packing import image_ids
-from facemogle.sampling import SampleSettings, sample
+from facemogle.sampling import MODES as SAMPLING_MODES
+from facemogle.sampling import SampleSettings, check_modes, mode_inputs, sample
 
 PROMPTS = ["She has blond wavy hair and wears eyeglasses.", "He is smiling."]
 MODES = {"text": (PROMPTS, False), "mask": (None, True), "text+mask": (PROMPTS, True)}
@@ -112,20 +114,74 @@ def test_gate_sees_the_same_timestep_in_training_and_sampling(backbone, denoiser
         assert 0 <= train_t.min() and train_t.max() <= 1
 
 
-def test_guidance_embedding_backbones_take_guidance_in_one_pass(masks):
+def record_passes(monkeypatch, backbone, denoiser):
+    """-> (passes, used): every denoiser pass as (prompt "c" or empty "-", mask "m" or none "-", guidance,
+    velocity), and the velocity each scheduler step was given."""
+    prompted = encode_prompts(backbone, PROMPTS).sequence
+    passes, used = [], []
+
+    def hook(module, args, kwargs, out):
+        text, cond = args[2], args[4]
+        key = ("c" if torch.equal(text.sequence, prompted) else "-") + ("m" if cond is not None else "-")
+        passes.append((key, kwargs.get("guidance"), out.velocity))
+
+    denoiser.register_forward_hook(hook, with_kwargs=True)
+    step = FlowMatchEulerDiscreteScheduler.step
+
+    def recording_step(self, model_output, *args, **kwargs):
+        used.append(model_output.clone())
+        return step(self, model_output, *args, **kwargs)
+
+    monkeypatch.setattr(FlowMatchEulerDiscreteScheduler, "step", recording_step)
+    return passes, used
+
+
+TRUE_CFG = {  # mode, text_only_condition -> the velocity from the passes v["prompt mask"]
+    ("text+mask", "background"): lambda v, s: (
+        v["--"] + s.mask_scale * (v["-m"] - v["--"]) + s.text_scale * (v["cm"] - v["-m"])
+    ),
+    ("mask", "background"): lambda v, s: v["--"] + s.mask_scale * (v["-m"] - v["--"]),
+    ("text", "background"): lambda v, s: v["-m"] + s.text_scale * (v["cm"] - v["-m"]),
+    ("text", "none"): lambda v, s: v["--"] + s.text_scale * (v["c-"] - v["--"]),
+}
+
+
+@pytest.mark.parametrize(("mode", "text_only"), TRUE_CFG)
+def test_true_cfg_steps_with_the_composition_of_the_denoisers_passes(
+    backbone, denoiser, masks, monkeypatch, mode, text_only
+):
+    prompts, use_mask = MODES[mode]
+    settings = SampleSettings(steps=2, text_scale=2.0, mask_scale=3.0, text_only_condition=text_only)
+    passes, used = record_passes(monkeypatch, backbone, denoiser)
+    sample(backbone, denoiser, prompts, masks if use_mask else None, height=64, width=64, settings=settings)
+    per_step = len(passes) // settings.steps
+    assert len(used) == settings.steps and len(passes) == per_step * settings.steps
+    for i, velocity in enumerate(used):
+        v = {key: out for key, _, out in passes[i * per_step : (i + 1) * per_step]}
+        assert len(v) == per_step  # each pass once: no pass the formula leaves out
+        torch.testing.assert_close(velocity, TRUE_CFG[mode, text_only](v, settings), atol=1e-6, rtol=1e-6)
+
+
+def test_a_guidance_embedding_backbone_steps_with_its_one_guided_pass(masks, monkeypatch):
     backbone = tiny_flux(TinyFluxConfig(guidance_embeds=True))
     denoiser = Denoiser(backbone.transformer, MoGLE())
-    calls = []
-    denoiser.register_forward_hook(lambda *a: calls.append(1))
-    sample(backbone, denoiser, PROMPTS, masks, height=64, width=64, settings=SampleSettings(steps=2))
-    assert len(calls) == 2  # one forward per step: no classifier-free guidance passes
+    settings = SampleSettings(steps=2, guidance=2.5)
+    passes, used = record_passes(monkeypatch, backbone, denoiser)
+    sample(backbone, denoiser, PROMPTS, masks, height=64, width=64, settings=settings)
+    assert [(key, guidance) for key, guidance, _ in passes] == [("cm", 2.5), ("cm", 2.5)]
+    for (_, _, velocity), stepped in zip(passes, used, strict=True):
+        torch.testing.assert_close(stepped, velocity, atol=0, rtol=0)
 
 
-def test_true_cfg_composes_text_and_mask_scales(backbone, denoiser, masks):
-    calls = []
-    denoiser.register_forward_hook(lambda *a: calls.append(1))
-    sample(backbone, denoiser, PROMPTS, masks, height=64, width=64, settings=SampleSettings(steps=2))
-    assert len(calls) == 6  # conditioned, mask-only and unconditional passes per step
+def test_each_mode_keeps_its_own_conditions(masks):
+    assert SAMPLING_MODES == tuple(MODES)
+    for mode, (prompts, use_mask) in MODES.items():
+        inputs = mode_inputs(mode, PROMPTS, masks)
+        assert inputs.prompts == prompts and (inputs.masks is masks) == use_mask
+    with pytest.raises(ValueError, match=r"eval.callback.modes \['text', 'sketch'\]"):
+        check_modes(["text", "sketch"], "eval.callback.modes")
+    with pytest.raises(ValueError, match="--modes"):
+        check_modes([], "--modes")
 
 
 def test_bad_sample_requests_are_errors(backbone, denoiser, masks):

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from experiments.slurm.submit import submit, training_job
-from tests.run_fixtures import write_workspace
 from tests.slurm_cluster import SlurmCluster, install_reason
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -34,16 +33,16 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    return write_workspace(tmp_path_factory.mktemp("slurm"))
+def runs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("slurm")
 
 
-def overrides(root: Path, run: str, steps: int) -> list[str]:
+def overrides(workspace: Path, run_dir: Path, steps: int) -> list[str]:
     return [
-        f"run_dir={root / run}",
-        f"backbone.path={root / 'flux'}",
-        f"data.root={root / 'data'}",
-        f"data.cache_dir={root / 'cache'}",
+        f"run_dir={run_dir}",
+        f"backbone.path={workspace / 'flux'}",
+        f"data.root={workspace / 'data'}",
+        f"data.cache_dir={workspace / 'cache'}",
         "data.resolution=32",
         "data.batch_size=2",
         f"trainer.max_steps={steps}",
@@ -56,10 +55,10 @@ def overrides(root: Path, run: str, steps: int) -> list[str]:
     ]
 
 
-def submit_run(cluster: SlurmCluster, root: Path, run: str, steps: int) -> int:
+def submit_run(cluster: SlurmCluster, workspace: Path, run_dir: Path, steps: int) -> int:
     script, args, options = training_job(
         "experiments/configs/tiny.yaml",
-        overrides(root, run, steps),
+        overrides(workspace, run_dir, steps),
         gpus_per_node=0,
         tasks_per_node=TASKS,
         cpus_per_task=1,
@@ -88,15 +87,15 @@ def global_step(checkpoint: Path) -> int:
     return torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"]
 
 
-def test_the_sbatch_script_trains_with_two_ddp_tasks(cluster, workspace):
-    job_id = submit_run(cluster, workspace, "plain", 6)
-    log = workspace / "plain" / "slurm" / f"{job_id}.log"
+def test_the_sbatch_script_trains_with_two_ddp_tasks(cluster, workspace, runs):
+    job_id = submit_run(cluster, workspace, runs / "plain", 6)
+    log = runs / "plain" / "slurm" / f"{job_id}.log"
     job = wait_until(lambda: finished(cluster, job_id), 300, "the job did not finish", cluster, job_id, log)
     text = log.read_text()
     assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", text[-3000:]
     assert f"job {job_id} (restart 0)" in text
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in text and "GLOBAL_RANK: 1, MEMBER: 2/2" in text
-    run = workspace / "plain"
+    run = runs / "plain"
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 6  # a multiple of checkpoint_every_n_steps
     assert all("lora_" in k or k.startswith("denoiser.mogle.") for k in ckpt["state_dict"])
@@ -104,10 +103,10 @@ def test_the_sbatch_script_trains_with_two_ddp_tasks(cluster, workspace):
     assert "train/loss" in (run / "logs" / "version_0" / "metrics.csv").read_text()
 
 
-def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_at_max_steps(cluster, workspace):
+def test_a_requeued_job_resumes_from_its_checkpoint_and_ends_at_max_steps(cluster, workspace, runs):
     steps = 30  # a multiple of checkpoint_every_n_steps: last.ckpt is written at the end
-    job_id = submit_run(cluster, workspace, "requeued", steps)
-    run = workspace / "requeued"
+    job_id = submit_run(cluster, workspace, runs / "requeued", steps)
+    run = runs / "requeued"
     log = run / "slurm" / f"{job_id}.log"
     wait_until(
         lambda: (run / "checkpoints" / "step-000003.ckpt").is_file(),

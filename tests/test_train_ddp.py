@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) training with DDP through experiments.train, launched by Lightning."""
+"""Two CPU processes (gloo) training with DDP through experiments.training, launched by Lightning."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
 from callbacks.generation_eval import GenerationEvalConfig, GenerationEvaluator
@@ -16,19 +17,18 @@ from data_modules.datamodule import FaceDataModule
 from experiments.build import build_module
 from experiments.config import to_yaml
 from facemogle.metrics.suite import build_generation_metrics
-from tests.test_train import config, evaluators, setup  # noqa: F401 - the module's data, FLUX, evaluators
+from tests.run_fixtures import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # two processes
 
 
 def test_two_ddp_processes_end_with_the_same_weights_and_one_synced_metric_result(
-    setup,  # noqa: F811
-    evaluators,  # noqa: F811
-    tmp_path,
+    workspace, evaluators, tmp_path
 ):
-    cfg = config(
-        setup,
-        "ddp",
+    cfg = tiny_config(
+        workspace,
+        tmp_path / "ddp",
         4,
         "trainer.accelerator=cpu",
         "trainer.devices=2",

@@ -137,7 +137,7 @@ def test_contrastive_batches_hold_distinct_faces_each_with_one_of_its_captions(f
     batch = next(iter(TrainBatches(split.train, n, max_blur=0.0, seed=0, contrastive=True)))
     own = {
         tuple(labels.flatten().tolist()): caps
-        for labels, caps in zip(split.train.labels, split.train.captions, strict=True)
+        for labels, caps in zip(split.train.labels, split.train.all_captions, strict=True)
     }
     assert len(own) == n  # the synthetic faces' label maps tell them apart
     seen = [tuple(labels.flatten().tolist()) for labels in batch["labels"]]

@@ -1,8 +1,9 @@
-"""Two CPU processes (gloo) training with FSDP2 (trainer.strategy=fsdp) through experiments.train, against
+"""Two CPU processes (gloo) training with FSDP2 (trainer.strategy=fsdp) through experiments.training, against
 DDP on the same data; a killed FSDP run resumed from its sharded checkpoint."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from torch.distributed.checkpoint import FileSystemReader
 
 from experiments.config import TrainerConfig, to_yaml
 from experiments.strategy import FSDP2Strategy, make_strategy
-from tests.test_train import config, evaluators, setup  # noqa: F401 - the module's data, FLUX, evaluators
+from tests.run_fixtures import tiny_config
 from tests.test_train_ddp import _close
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +41,13 @@ def records(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def runs(setup, evaluators):  # noqa: F811
+def root(tmp_path_factory) -> Path:
+    """The run directories (NAME/) and the workers' records (NAME-out/)."""
+    return tmp_path_factory.mktemp("fsdp")
+
+
+@pytest.fixture(scope="module")
+def runs(workspace, evaluators, root):
     """ddp and fsdp: 7 uninterrupted steps, sampling and scoring 4 faces at step 4; killed: fsdp killed at
     step 4, then resumed. The fsdp runs recompute activations in backward (backbone.gradient_checkpointing)."""
     two = ("trainer.accelerator=cpu", "trainer.devices=2", "data.split.val_fraction=0.2")
@@ -59,21 +66,22 @@ def runs(setup, evaluators):  # noqa: F811
         "train.sample.steps=2",
     )
     cfgs = {
-        "ddp": config(setup, "ddp", STEPS, *two, "trainer.strategy=ddp", *scored),
-        "fsdp": config(setup, "fsdp", STEPS, *fsdp, *scored),
-        "killed": config(setup, "killed", STEPS, *fsdp),
+        "ddp": tiny_config(workspace, root / "ddp", STEPS, *two, "trainer.strategy=ddp", *scored),
+        "fsdp": tiny_config(workspace, root / "fsdp", STEPS, *fsdp, *scored),
+        "killed": tiny_config(workspace, root / "killed", STEPS, *fsdp),
     }
     for name in ("ddp", "fsdp"):
-        done = launch(cfgs[name], setup / f"{name}-out")
+        done = launch(cfgs[name], root / f"{name}-out")
         assert done.returncode == 0, done.stderr[-4000:]
-    killed = launch(cfgs["killed"], setup / "killed-out", "--kill-at", str(KILL_AT))
+    killed = launch(cfgs["killed"], root / "killed-out", "--kill-at", str(KILL_AT))
     assert killed.returncode != 0 and "killed" in killed.stderr
-    resumed = launch(cfgs["killed"], setup / "killed-out", "--resume")
+    resumed = launch(cfgs["killed"], root / "killed-out", "--resume")
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    return {name: records(setup / f"{name}-out") for name in cfgs}
+    return {name: records(root / f"{name}-out") for name in cfgs}
 
 
-def test_fsdp_on_two_processes_trains_like_ddp_and_both_ranks_gather_the_same_weights(runs, setup):  # noqa: F811
+@pytest.mark.slow  # two processes, four runs
+def test_fsdp_on_two_processes_trains_like_ddp_and_both_ranks_gather_the_same_weights(runs, root):
     fsdp, ddp = runs["fsdp"], runs["ddp"]
     assert [r["world_size"] for r in fsdp] == [2, 2]
     final = fsdp[0]["final"]
@@ -95,7 +103,7 @@ def test_fsdp_on_two_processes_trains_like_ddp_and_both_ranks_gather_the_same_we
         fsdp[0]["metrics"]["text+mask"], fsdp[1]["metrics"]["text+mask"], 0
     )
     # rank 0 exports the gathered weights
-    exports = [setup / run / "export" for run in ("fsdp", "ddp")]
+    exports = [root / run / "export" for run in ("fsdp", "ddp")]
     for file in ("mogle.safetensors", "lora/pytorch_lora_weights.safetensors"):
         a, b = (load_file(e / file) for e in exports)
         assert a.keys() == b.keys() and a
@@ -103,6 +111,22 @@ def test_fsdp_on_two_processes_trains_like_ddp_and_both_ranks_gather_the_same_we
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
+def logged(run_dir: Path, key: str) -> dict[int, float]:
+    """{step: value} of a metric in rank 0's CSV log."""
+    rows = csv.DictReader((run_dir / "logs" / "version_0" / "metrics.csv").open())
+    return {int(r["step"]): float(r[key]) for r in rows if r.get(key)}
+
+
+@pytest.mark.slow  # two processes, four runs
+def test_fsdp_logs_the_gradient_norm_ddp_logs(runs, root):
+    """The norm over the DTensor gradient shards is the whole gradient's, as DDP computes it."""
+    fsdp, ddp = (logged(root / run, "train/grad_norm") for run in ("fsdp", "ddp"))
+    assert fsdp.keys() == ddp.keys() and len(fsdp) == STEPS
+    for step, norm in ddp.items():
+        assert norm > 0 and fsdp[step] == pytest.approx(norm, rel=1e-5), step
+
+
+@pytest.mark.slow  # two processes, four runs
 def test_each_fsdp_rank_holds_half_of_every_frozen_transformer_weight(runs):
     fsdp, ddp = runs["fsdp"], runs["ddp"]
     held = [r["held"] for r in fsdp]
@@ -116,8 +140,9 @@ def test_each_fsdp_rank_holds_half_of_every_frozen_transformer_weight(runs):
     assert all(mine == whole for mine, whole in ddp[0]["held"].values())  # DDP replicates
 
 
-def test_a_killed_fsdp_run_resumes_from_its_sharded_checkpoint_like_an_uninterrupted_one(runs, setup):  # noqa: F811
-    checkpoint = setup / "killed" / "checkpoints" / "last.ckpt"
+@pytest.mark.slow  # two processes, four runs
+def test_a_killed_fsdp_run_resumes_from_its_sharded_checkpoint_like_an_uninterrupted_one(runs, root):
+    checkpoint = root / "killed" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_dir()
     assert {"meta.pt", ".metadata", "__0_0.distcp", "__1_0.distcp"} <= {p.name for p in checkpoint.iterdir()}
     keys = FileSystemReader(checkpoint).read_metadata().state_dict_metadata.keys()

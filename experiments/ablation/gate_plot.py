@@ -15,11 +15,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from callbacks.visuals import _heat, region_gate_weights
+from callbacks.visuals import heat_colors
 from data_modules.dataset import load_faces
-from experiments.evaluate import split_records
+from data_modules.layouts import scan
+from data_modules.split import split_records
 from experiments.run_io import load_run
-from facemogle.face_parts import NUM_CONDITION_MAPS, PARTS
+from facemogle.gate_analysis import own_and_global, region_gate_weights
 from facemogle.sampling import SampleSettings, sample
 
 CELL = 12  # pixels per heat-map cell
@@ -43,36 +44,35 @@ def gate_trajectory(run_dir: Path, n: int, sample_steps: int | None, batch: int 
     settings = SampleSettings(**vars(run.config.train.sample))
     if sample_steps is not None:
         settings.steps = sample_steps
-    res = run.config.data.resolution
-    faces = load_faces(split_records(run.config, "test", n), res)
-    labels, captions = faces.labels, faces.first_captions()
+    data = run.config.data
+    faces = load_faces(
+        split_records(scan(data.root, data.layout, data.captions).records, data.split, "test", n),
+        data.resolution,
+    )
     device = run.backbone.transformer.device
     regions, sigmas = [], None
-    for start in range(0, len(captions), batch):
-        part = slice(start, start + batch)
+    for start in range(0, len(faces), batch):
+        part = faces[start : start + batch]
         out = sample(
             run.backbone,
             run.denoiser,
-            captions[part],
-            labels[part].to(device),
-            height=res,
-            width=res,
+            part.captions,
+            part.labels.to(device),
+            height=data.resolution,
+            width=data.resolution,
             settings=settings,
             seed=start,
         )
-        regions.append(region_gate_weights(out.gate_weights, labels[part]))  # (b, s, 19, 20)
+        regions.append(region_gate_weights(out.gate_weights, part.labels))  # (b, s, 19, 20)
         sigmas = out.sigmas.float().numpy()
-    weights = torch.cat(regions).nanmean(0).numpy()  # (s, 19, 20); nan for regions in no face
-    present = [p for p in range(len(PARTS)) if not np.isnan(weights[:, p]).all()]
-    assert weights.shape[-1] == NUM_CONDITION_MAPS
-    own = np.stack([weights[:, p, 1 + p] for p in present], axis=1)
-    return GateTrajectory(sigmas, [PARTS[p] for p in present], own, weights[:, present, 0])
+    weights = own_and_global(torch.cat(regions))
+    return GateTrajectory(sigmas, weights.parts, weights.own.numpy(), weights.global_.numpy())
 
 
 def _panel(values: np.ndarray, title: str, footer: str, labels: list[str] | None) -> Image.Image:
     """values (s, r) -> regions down, steps across, under a title, with optional row labels."""
     font = ImageFont.load_default()
-    heat = _heat(values.T / max(float(np.nanmax(values)), 1e-8)).repeat(CELL, 0).repeat(CELL, 1)
+    heat = heat_colors(values.T / max(float(np.nanmax(values)), 1e-8)).repeat(CELL, 0).repeat(CELL, 1)
     left, top = (64 if labels else 6), 16
     text_width = max(font.getlength(title), font.getlength(footer))
     width = left + max(heat.shape[1], int(text_width)) + 6

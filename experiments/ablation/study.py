@@ -2,7 +2,7 @@
 
     RUNS/VARIANT/seedS/            experiments.train's run directory (config.yaml, checkpoints/, export/, ...)
     RUNS/VARIANT/seedS/train.json  {"steps", "train_seconds"}: written when training has finished
-    RUNS/VARIANT/seedS/eval/test.json, test.md   experiments.evaluate on the test split, text+mask
+    RUNS/VARIANT/seedS/eval/test.json, test.md   experiments.evaluation on the test split, text+mask
 
 A run whose evaluation exists (with this study's number of faces) is skipped; one with a checkpoint
 resumes from it; a run directory made with another config is an error rather than a silent mix.
@@ -17,10 +17,10 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Timer
 from omegaconf import OmegaConf
 
-from experiments import evaluate
 from experiments.ablation.variants import MOGLE_KEYS, VARIANTS
 from experiments.config import Config, load_config, to_yaml
-from experiments.train import train
+from experiments.evaluation import EvalSettings, evaluate_run
+from experiments.training import train
 
 MODE = "text+mask"
 SPLIT = "test"
@@ -112,25 +112,23 @@ def run_one(settings: StudySettings, variant: str, seed: int) -> Path:
         trainer = train(config, resume=True, extra_callbacks=[timer])
         record = {"steps": trainer.global_step, "train_seconds": timer.time_elapsed("train")}
         (run_dir / TRAIN_RECORD).write_text(json.dumps(record, indent=2))
-    evaluate.main(evaluate_argv(settings, config))
+    evaluate_run(eval_settings(settings, config))
     return run_dir
 
 
-def evaluate_argv(settings: StudySettings, config: Config) -> list[str]:
-    ev = config.eval.evaluators
-    argv = [
-        *("--run", config.run_dir, "--split", SPLIT, "--modes", MODE, "--seed", "0"),
-        *("--features", ev.features, "--clip", ev.clip_path or "", "--parser", ev.parser_path or ""),
-        *("--inception", ev.inception_path or "", "--cache-dir", settings.eval_cache_dir),
-        *("--kid-subset-size", str(config.eval.metrics.kid_subset_size)),
-    ]
-    if ev.parser_label_order:
-        argv += ["--parser-label-order", ev.parser_label_order]
-    if settings.n is not None:
-        argv += ["--n", str(settings.n)]
-    if settings.sample_steps is not None:
-        argv += ["--steps", str(settings.sample_steps)]
-    return argv
+def eval_settings(settings: StudySettings, config: Config) -> EvalSettings:
+    """The run's evaluation: the study's faces and sampling steps, the config's evaluators, seed 0."""
+    return EvalSettings(
+        run=config.run_dir,
+        split=SPLIT,
+        n=settings.n,
+        modes=(MODE,),
+        steps=settings.sample_steps,
+        seed=0,
+        evaluators=config.eval.evaluators,
+        kid_subset_size=config.eval.metrics.kid_subset_size,
+        cache_dir=settings.eval_cache_dir,
+    )
 
 
 def check_same_config(run_dir: Path, config: Config) -> None:

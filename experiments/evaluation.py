@@ -1,0 +1,224 @@
+"""Evaluate a finished run: generate a split's faces from their captions and/or masks and score them.
+
+`evaluate_run` is what `python -m experiments.evaluate` and the ablation study call. It writes
+RUN_DIR/eval/SPLIT.json ({mode: {fid, kid, kid_std, cmmd, clip_score, mask_miou, pixel_acc, n,
+iou: {part: value}}, "meta": {...}}) and RUN_DIR/eval/SPLIT.md (the paper's columns). Faces are the
+split's first N in key order, with their first caption; item i is sampled from seed + i. The text mode
+is conditioned as `text_only_condition` says (default: the run's train.sample.text_only_condition;
+facemogle.sampling explains both); meta and the table record it. Real-image features are cached in
+`cache_dir`, keyed by the data, the resolution and the evaluator models, so they are computed once per
+data set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from data_modules.dataset import load_faces
+from data_modules.layouts import FaceRecord, scan
+from data_modules.split import SPLITS, split_records
+from experiments.run_io import LoadedRun, load_run
+from facemogle.atomic import atomic_write, atomic_write_json, atomic_write_text
+from facemogle.evaluators import EvaluatorConfig
+from facemogle.face_parts import PARTS
+from facemogle.faces import Faces
+from facemogle.metrics.suite import GenerationMetrics, MetricsConfig, RealFeatures, build_generation_metrics
+from facemogle.sampling import MODES, TEXT_ONLY_CONDITIONS, SampleSettings, check_modes, mode_inputs, sample
+
+COLUMNS = (  # json key, table header, format
+    ("fid", "FID ↓", "{:.2f}"),
+    ("kid", "KID ↓", "{:.4f}"),
+    ("cmmd", "CMMD ↓", "{:.3f}"),
+    ("clip_score", "CLIP Score ↑", "{:.2f}"),
+    ("mask_miou", "Mask mIoU ↑", "{:.3f}"),
+    ("pixel_acc", "Pixel Acc ↑", "{:.3f}"),
+    ("n", "n", "{:d}"),
+)
+TEXT_ONLY_LABELS = {"background": "all-background mask", "none": "no condition tokens"}
+
+
+@dataclass
+class EvalSettings:
+    run: str  # a finished run directory, with export/ (experiments.train)
+    split: str = "test"
+    n: int | None = None  # the split's first n faces; None: all of them
+    modes: tuple[str, ...] = MODES
+    batch_size: int = 8
+    steps: int | None = None  # sampling steps; None: the run's train.sample.steps
+    seed: int = 0
+    text_only_condition: str | None = None  # None: the run's train.sample.text_only_condition
+    device: str | None = None  # None: cuda when there is one
+    evaluators: EvaluatorConfig = field(default_factory=EvaluatorConfig)
+    kid_subset_size: int = MetricsConfig.kid_subset_size
+    cache_dir: str | None = "cache/eval"  # real-image features; None: computed every time
+    overrides: list[str] = field(default_factory=list)  # key=value overrides of the run's config
+
+    def __post_init__(self) -> None:
+        self.modes = check_modes(self.modes, "modes")
+        if self.split not in SPLITS:
+            raise ValueError(f"split {self.split!r}: expected one of {SPLITS}")
+        if self.n is not None and self.n < 2:
+            raise ValueError(f"n={self.n}: FID and KID need at least 2 faces")
+        if self.text_only_condition not in (None, *TEXT_ONLY_CONDITIONS):
+            raise ValueError(
+                f"text_only_condition={self.text_only_condition!r}: expected one of {TEXT_ONLY_CONDITIONS}"
+            )
+
+
+@dataclass
+class Evaluation:
+    results: dict[str, dict]  # mode -> metrics
+    table: str  # the markdown table written to markdown_path
+    json_path: Path
+    markdown_path: Path
+
+
+def evaluate_run(settings: EvalSettings) -> Evaluation:
+    run = load_run(settings.run, settings.overrides)
+    device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    run.backbone.to(device)
+    run.denoiser.to(device)
+    sampling = SampleSettings(**vars(run.config.train.sample))
+    if settings.steps is not None:
+        sampling.steps = settings.steps
+    if settings.text_only_condition is not None:
+        sampling.text_only_condition = settings.text_only_condition
+
+    data = run.config.data
+    records = split_records(
+        scan(data.root, data.layout, data.captions).records, data.split, settings.split, settings.n
+    )
+    if len(records) < 2:
+        raise ValueError(
+            f"{data.root}: the {settings.split} split has {len(records)} face; FID and KID need 2"
+        )
+    faces = load_faces(records, data.resolution)
+    metrics = build_generation_metrics(
+        settings.evaluators, MetricsConfig(kid_subset_size=settings.kid_subset_size)
+    ).to(device)
+    cache = (
+        real_cache_file(Path(settings.cache_dir), records, data.resolution, settings.evaluators)
+        if settings.cache_dir
+        else None
+    )
+    add_real(metrics, faces.images, settings.batch_size, cache, device)
+
+    results = {}
+    with tqdm(total=len(faces) * len(settings.modes), desc=f"evaluate {settings.split}", unit="face") as bar:
+        for mode in settings.modes:
+            bar.set_postfix_str(mode)
+            results[mode] = evaluate_mode(run, metrics, faces, mode, sampling, settings, device, bar)
+
+    out_dir = Path(settings.run) / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "run": str(settings.run),
+        "split": settings.split,
+        "n": len(faces),
+        "seed": settings.seed,
+        "sample": vars(sampling),
+        "text_only_condition": sampling.text_only_condition if "text" in settings.modes else None,
+        "evaluators": vars(settings.evaluators),
+    }
+    json_path, markdown_path = out_dir / f"{settings.split}.json", out_dir / f"{settings.split}.md"
+    atomic_write_json(json_path, {**results, "meta": meta}, indent=2)
+    title = f"{Path(settings.run).name}: {settings.split} split, {len(faces)} faces"
+    table = markdown_table(results, title, sampling.text_only_condition)
+    atomic_write_text(markdown_path, table)
+    return Evaluation(results, table, json_path, markdown_path)
+
+
+def real_cache_file(
+    cache_dir: Path, records: list[FaceRecord], resolution: int, evaluators: EvaluatorConfig
+) -> Path:
+    h = hashlib.sha256()
+    for r in records:
+        stat = Path(r.image).stat()
+        h.update(f"{Path(r.image).resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    h.update(f"{resolution};{evaluators.features};".encode())
+    model = evaluators.clip_path if evaluators.features == "clip" else evaluators.inception_path
+    for path in (model, evaluators.clip_path):
+        weights = (
+            sorted(Path(path).glob("*.safetensors")) if path and Path(path).is_dir() else [Path(path or "")]
+        )
+        for w in weights:
+            h.update(f"{w.resolve()}:{w.stat().st_mtime_ns if w.exists() else 0};".encode())
+    return cache_dir / f"real_{h.hexdigest()[:16]}.pt"
+
+
+def add_real(
+    metrics: GenerationMetrics, images: torch.Tensor, batch: int, cache: Path | None, device
+) -> None:
+    """images (n, 3, H, W) in [0, 1]: their features from `cache` when it exists, else computed (and stored)."""
+    if cache is not None and cache.is_file():
+        stored = torch.load(cache)
+        metrics.add_real(RealFeatures(stored["features"].to(device), _to(stored["clip"], device)))
+        return
+    parts = [metrics.extract_real(images[s : s + batch].to(device)) for s in range(0, len(images), batch)]
+    real = RealFeatures(
+        torch.cat([p.features for p in parts]),
+        torch.cat([p.clip for p in parts]) if parts[0].clip is not None else None,
+    )
+    metrics.add_real(real)
+    if cache is not None:  # runs evaluated in parallel (the ablation's SLURM array) share the cache
+        features = {"features": real.features.cpu(), "clip": _to(real.clip, "cpu")}
+        atomic_write(cache, lambda tmp: torch.save(features, tmp))
+
+
+def _to(t: torch.Tensor | None, device) -> torch.Tensor | None:
+    return None if t is None else t.to(device)
+
+
+def evaluate_mode(
+    run: LoadedRun,
+    metrics: GenerationMetrics,
+    faces: Faces,
+    mode: str,
+    sampling: SampleSettings,
+    settings: EvalSettings,
+    device,
+    bar,
+) -> dict:
+    metrics.reset()
+    res = run.config.data.resolution
+    for start in range(0, len(faces), settings.batch_size):
+        part = faces[start : start + settings.batch_size]
+        labels = part.labels.to(device)
+        out = sample(
+            run.backbone,
+            run.denoiser,
+            *mode_inputs(mode, part.captions, labels),
+            height=res,
+            width=res,
+            settings=sampling,
+            seed=settings.seed + start,
+        )
+        metrics.update(out.images, part.captions, labels)
+        bar.update(len(part))
+    values = metrics.compute()
+    result = {k: v for k, v in values.items() if not k.startswith("iou/")}
+    result["n"] = len(faces)
+    result["iou"] = {p: values[f"iou/{p}"] for p in PARTS if f"iou/{p}" in values}
+    return result
+
+
+def markdown_table(results: dict[str, dict], title: str, text_only_condition: str) -> str:
+    """The paper's columns, a row per mode; the text row names its `text_only_condition`."""
+    lines = [f"# {title}", "", "| Mode | " + " | ".join(h for _, h, _ in COLUMNS) + " |"]
+    lines.append("|---|" + "---:|" * len(COLUMNS))
+    for mode, values in results.items():
+        cells = []
+        for key, _, fmt in COLUMNS:
+            v = values.get(key)
+            cells.append("–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v))
+        label = f"text ({TEXT_ONLY_LABELS[text_only_condition]})" if mode == "text" else mode
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if "text" in results:
+        lines += ["", f"text: `text_only_condition: {text_only_condition}` (facemogle.sampling)."]
+    return "\n".join(lines) + "\n"

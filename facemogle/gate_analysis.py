@@ -1,0 +1,60 @@
+"""MoGLE's gate read per face region: the mean weight the image tokens of a region give each expert.
+
+The generation-metrics callback draws it as gate maps during training; the ablation plots the full
+model's gate over the sampling steps. Pure functions of tensors.
+
+Legend: b faces, s sampling steps, l image tokens, e experts (20: global, then one per part), p parts (19).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from facemogle.face_parts import NUM_CONDITION_MAPS, NUM_PARTS, PARTS
+
+GLOBAL_EXPERT = 0  # the global colour map's expert; part p's local expert is 1 + p (facemogle.face_parts)
+
+
+def token_regions(labels: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """labels (b, H, W) -> (b, l) the part under each packed image token (nearest), l = num_tokens."""
+    h_img, w_img = labels.shape[-2:]
+    h = int(round((num_tokens * h_img / w_img) ** 0.5))
+    w = num_tokens // max(h, 1)
+    if h * w != num_tokens:
+        raise ValueError(f"{num_tokens} tokens do not tile a {h_img}x{w_img} mask")
+    grid = F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].long()
+    return grid.flatten(1)
+
+
+def region_gate_weights(gate_weights: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """gate_weights: per step (b, l, e); labels (b, H, W) -> (b, s, p, e) mean weight per region
+    (nan where the region has no token)."""
+    weights = torch.stack([g.float() for g in gate_weights], dim=1)  # (b, s, l, e)
+    regions = token_regions(labels.to(weights.device), weights.shape[2])  # (b, l)
+    onehot = F.one_hot(regions, NUM_PARTS).float()  # (b, l, p)
+    sums = torch.einsum("bsle,blp->bspe", weights, onehot)  # (b, s, p, e)
+    counts = onehot.sum(1)[:, None, :, None]  # (b, 1, p, 1)
+    return torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("nan")))
+
+
+@dataclass
+class OwnAndGlobal:
+    parts: list[str]  # the regions present in at least one face, in PARTS order
+    own: torch.Tensor  # (s, r) mean weight of a region's tokens on the region's own local expert
+    global_: torch.Tensor  # (s, r) ... on the global expert
+
+
+def own_and_global(region_weights: torch.Tensor) -> OwnAndGlobal:
+    """region_weights (b, s, p, e) over all 20 experts -> their mean over the faces where each region
+    is present, on the region's own expert and on the global one."""
+    if region_weights.shape[-1] != NUM_CONDITION_MAPS:
+        raise ValueError(
+            f"gate over {region_weights.shape[-1]} experts: own and global weights need all {NUM_CONDITION_MAPS}"
+        )
+    mean = region_weights.nanmean(0)  # (s, p, e); nan for regions in no face
+    present = [p for p in range(NUM_PARTS) if not mean[:, p].isnan().all()]
+    own = torch.stack([mean[:, p, 1 + p] for p in present], dim=1)
+    return OwnAndGlobal([PARTS[p] for p in present], own, mean[:, present, GLOBAL_EXPERT])

@@ -1,0 +1,80 @@
+"""The source tree's layers: facemogle -> callbacks / data_modules -> experiments; imports point down.
+
+A piece two layers need lives in the lower one; callbacks and data_modules, side by side, import neither
+each other; and no module imports an entry point (a script directly in experiments/ that runs as
+`python -m experiments.NAME`) as a library.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("facemogle", "callbacks", "data_modules", "experiments")
+# What each layer may not import: everything above it and its sibling.
+FORBIDDEN = {
+    "facemogle": {"callbacks", "data_modules", "experiments", "tests"},
+    "callbacks": {"data_modules", "experiments", "tests"},
+    "data_modules": {"callbacks", "experiments", "tests"},
+    "experiments": {"tests"},
+}
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """(line, dotted module) for every import in the file, `from a import b` giving both a and a.b."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+    return found
+
+
+def sources(package: str) -> list[Path]:
+    return sorted((REPO / package).rglob("*.py"))
+
+
+def entry_points() -> set[str]:
+    """experiments.NAME for each experiments/NAME.py that runs as a script."""
+    return {
+        f"experiments.{path.stem}"
+        for path in (REPO / "experiments").glob("*.py")
+        if 'if __name__ == "__main__":' in path.read_text()
+    }
+
+
+def test_imports_point_down_the_layers():
+    climbing = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for package, forbidden in FORBIDDEN.items()
+        for path in sources(package)
+        for line, module in imported_modules(path)
+        if module.split(".")[0] in forbidden
+    ]
+    assert not climbing, "\n".join(climbing)
+
+
+def test_no_module_imports_an_entry_point_as_a_library():
+    scripts = entry_points()
+    assert {"experiments.train", "experiments.evaluate", "experiments.sample"} <= scripts
+    borrowed = [
+        f"{path.relative_to(REPO)}:{line} imports {module}"
+        for package in PACKAGES
+        for path in sources(package)
+        for line, module in imported_modules(path)
+        if module in scripts and path != REPO / (module.replace(".", "/") + ".py")
+    ]
+    assert not borrowed, "\n".join(borrowed)
+
+
+def test_the_checks_see_a_climbing_import(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("from experiments import evaluate\ndef f():\n    import callbacks.visuals\n")
+    assert imported_modules(module) == [
+        (1, "experiments"),
+        (1, "experiments.evaluate"),
+        (3, "callbacks.visuals"),
+    ]
