@@ -71,6 +71,7 @@ def prepare_celebamask_hq(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status 0: converted; 1: problems listed, one a line; 2 (run_cli): no data set to convert."""
     parser = argparse.ArgumentParser(description="Convert a face data set to the MM-CelebA-HQ layout.")
     parser.add_argument("--from", dest="source", choices=SOURCES, required=True)
     parser.add_argument("src")
@@ -78,11 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--captions", default=None, help="MM-CelebA-HQ text/ folder or text.json to copy")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
-    try:
-        problems = prepare_celebamask_hq(args.src, args.out, args.captions, args.workers, progress=True)
-    except ValueError as e:
-        print(e, file=sys.stderr)
-        return 1
+    problems = prepare_celebamask_hq(args.src, args.out, args.captions, args.workers, progress=True)
     for problem in problems:
         print(problem)
     return 1 if problems else 0
