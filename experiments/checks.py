@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from functools import reduce
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import OmegaConf
 
-from experiments.config import Config
+if TYPE_CHECKING:
+    from experiments.config import Config
 
 Rule = tuple[str, Callable[[object], bool], str]
 
@@ -62,6 +65,17 @@ RULES: list[Rule] = [
 ]
 
 
+def check_rules(
+    obj, rules: list[Rule], prefix: str = "", where: Callable[[str], str] = lambda key: ""
+) -> None:
+    """Raises ValueError for the first value of `obj` (dotted attribute paths) that breaks its rule, naming
+    `prefix` + the key, the value and `where(key)`."""
+    for key, check, says in rules:
+        value = reduce(getattr, key.split("."), obj)
+        if not check(value):
+            raise ValueError(f"{prefix}{key}={value!r}{where(key)} {says}")
+
+
 class Sources:
     """Where each key's value came from: the command line, the YAML file, or the default."""
 
@@ -85,11 +99,7 @@ def check_config(config: Config, sources: Sources | None = None) -> None:
     def where(key: str) -> str:
         return f" (from {sources.of(key)})" if sources is not None else ""
 
-    node = OmegaConf.structured(config)
-    for key, check, says in RULES:
-        value = OmegaConf.select(node, key)
-        if not check(value):
-            raise ValueError(f"{key}={value!r}{where(key)} {says}")
+    check_rules(config, RULES, where=where)
     factor = _patch_multiple(Path(config.backbone.path))
     if factor is not None and config.data.resolution % factor:
         key = "data.resolution"

@@ -22,6 +22,7 @@ from callbacks.generation_eval import GenerationEvalConfig
 from data_modules.datamodule import DataConfig
 from data_modules.evaluator_data import EvaluatorDataConfig
 from data_modules.split import SplitConfig
+from experiments.checks import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, check_rules
 from facemogle.backbone import TinyFluxConfig
 from facemogle.evaluators import EvaluatorConfig, SmallClipConfig, SmallParserConfig
 from facemogle.evaluators.lit_modules import ClipTrainConfig, ParserTrainConfig
@@ -110,14 +111,22 @@ class Config:
 
 
 @dataclass
-class PretrainTrainerConfig:
-    """The Lightning Trainer of both stage-1 stages (one device: the stages draw from torch's global RNG)."""
+class StageTrainerConfig:
+    """The Lightning Trainer of a multi-stage run on one device (stage 1's VAE and FLUX, the evaluators' parser
+    and CLIP: each draws from one random stream). Checkpoints: RUN_DIR/checkpoints/STAGE/last.ckpt."""
 
-    precision: str = "bf16-mixed"  # Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed
+    precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed
     accelerator: str = "auto"
-    log_every_n_steps: int = 25
-    checkpoint_every_n_steps: int = 500  # RUN_DIR/checkpoints/{vae,flux}/last.ckpt
+    log_every_n_steps: int = 50
+    checkpoint_every_n_steps: int = 1000
     progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        check_rules(
+            self,
+            [("log_every_n_steps", *AT_LEAST_ONE), ("checkpoint_every_n_steps", *AT_LEAST_ONE)],
+            "trainer.",
+        )
 
 
 @dataclass
@@ -132,28 +141,16 @@ class PretrainConfig:
     backbone: TinyFluxConfig = field(default_factory=TinyFluxConfig)
     vae: VAEStageConfig = field(default_factory=VAEStageConfig)
     flux: FluxStageConfig = field(default_factory=FluxStageConfig)
-    trainer: PretrainTrainerConfig = field(default_factory=PretrainTrainerConfig)
+    trainer: StageTrainerConfig = field(
+        default_factory=lambda: StageTrainerConfig(
+            "bf16-mixed", log_every_n_steps=25, checkpoint_every_n_steps=500
+        )
+    )
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
     def __post_init__(self) -> None:
         if self.resolution <= 0:
             raise ValueError(f"resolution={self.resolution} must be positive")
-
-
-@dataclass
-class EvaluatorTrainerConfig:
-    """Lightning Trainer settings for both evaluators (one device: their batches are one seeded stream)."""
-
-    accelerator: str = "auto"
-    precision: str = "32-true"
-    log_every_n_steps: int = 50
-    checkpoint_every_n_steps: int = 1000
-    progress_bar: bool = True
-
-    def __post_init__(self) -> None:
-        for key in ("log_every_n_steps", "checkpoint_every_n_steps"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"trainer.{key}={getattr(self, key)!r} must be >= 1")
 
 
 @dataclass
@@ -183,15 +180,14 @@ class ClipStageConfig:
 
 
 def _check_stage(name: str, stage: ParserStageConfig | ClipStageConfig) -> None:
-    for key, value, ok, says in (
-        ("steps", stage.steps, stage.steps >= 1, "must be >= 1"),
-        ("batch_size", stage.batch_size, stage.batch_size >= 1, "must be >= 1"),
-        ("max_blur", stage.max_blur, stage.max_blur >= 0, "must be >= 0"),
-        ("train.lr", stage.train.lr, stage.train.lr > 0, "must be > 0"),
-        ("train.weight_decay", stage.train.weight_decay, stage.train.weight_decay >= 0, "must be >= 0"),
-    ):
-        if not ok:
-            raise ValueError(f"{name}.{key}={value!r} {says}")
+    rules = [
+        ("steps", *AT_LEAST_ONE),
+        ("batch_size", *AT_LEAST_ONE),
+        ("max_blur", *NON_NEGATIVE),
+        ("train.lr", *POSITIVE),
+        ("train.weight_decay", *NON_NEGATIVE),
+    ]
+    check_rules(stage, rules, f"{name}.")
 
 
 @dataclass
@@ -203,7 +199,7 @@ class EvaluatorsConfig:
     data: EvaluatorDataConfig = field(default_factory=EvaluatorDataConfig)
     parser: ParserStageConfig = field(default_factory=ParserStageConfig)
     clip: ClipStageConfig = field(default_factory=ClipStageConfig)
-    trainer: EvaluatorTrainerConfig = field(default_factory=EvaluatorTrainerConfig)
+    trainer: StageTrainerConfig = field(default_factory=StageTrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 

@@ -30,16 +30,13 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import DataLoader
 
 from data_modules.pretrain import ImagesAndMaps, LatentCaptions, TrainFaces, load_train_faces
-from experiments.checkpoints import AtomicCheckpointIO, FinalLastCheckpoint
 from experiments.config import PretrainConfig, to_yaml
-from experiments.loggers import make_logger
+from experiments.stages import stage_loggers, stage_trainer
 from facemogle.atomic import atomic_dir, atomic_write_text
 from facemogle.backbone import FluxBackbone, save_flux, tiny_flux
 from facemogle.encode import encode_prompts
@@ -49,7 +46,6 @@ from facemogle.pretrain import FluxPretrain, VAEPretrain, encode_captions, norma
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "stage1.json"
-CHECKPOINTS = "checkpoints"
 STAGES = ("vae", "flux")
 
 
@@ -73,7 +69,7 @@ def pretrain_backbone(config: PretrainConfig) -> Stage1Report:
     backbone = tiny_flux(config.backbone, seed=config.seed, corpus=corpus)
     run_dir = Path(config.run_dir)
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
-    loggers = stage_loggers(config)
+    loggers = stage_loggers(config, STAGES)
     try:
         start = time.perf_counter()
         vae_mse = train_vae(backbone, faces, config, loggers["vae"])
@@ -102,7 +98,7 @@ def train_vae(backbone: FluxBackbone, faces: TrainFaces, config: PretrainConfig,
     c = config.vae
     samples = ImagesAndMaps(faces.images, faces.labels, c.map_share)
     data = DataLoader(samples, batch_size=c.batch_size, shuffle=True, drop_last=True)
-    trainer = stage_trainer(config, "vae", c.steps, logger)
+    trainer = stage_trainer(config, "vae", c.steps, logger, lr_monitor=False)  # the VAE's lr is constant
     backbone.vae.train()
     trainer.fit(VAEPretrain(backbone.vae, c), data)
     backbone.vae.eval()
@@ -132,42 +128,3 @@ def _check_batch_size(config: PretrainConfig, stage: str, faces: int) -> None:
         raise ValueError(
             f"{stage}.batch_size={batch_size} is more than the {faces} training faces in {config.data}"
         )
-
-
-def stage_loggers(config: PretrainConfig) -> dict[str, Logger | bool]:
-    """One W&B run for both stages (their metrics are vae/... and flux/...); CSV files apart, as each
-    stage's steps count from 0."""
-    if config.logger.kind == "csv":
-        return {stage: make_logger(config, csv_name=f"logs/{stage}") for stage in STAGES}
-    shared = make_logger(config)
-    if isinstance(shared, WandbLogger):
-        shared.experiment  # noqa: B018  start the run now, so its start-up is not in the VAE's seconds
-    return dict.fromkeys(STAGES, shared)
-
-
-def stage_trainer(config: PretrainConfig, stage: str, steps: int, logger: Logger | bool) -> L.Trainer:
-    t = config.trainer
-    callbacks: list[L.Callback] = [
-        FinalLastCheckpoint(
-            dirpath=Path(config.run_dir) / CHECKPOINTS / stage,
-            every_n_train_steps=t.checkpoint_every_n_steps,
-            save_top_k=0,
-            save_last=True,
-            enable_version_counter=False,  # a new run replaces the last one's last.ckpt
-        )
-    ]
-    if logger and stage == "flux":  # the VAE's lr is constant; the FLUX stage's decays (flux.decay_steps)
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
-    return L.Trainer(
-        default_root_dir=config.run_dir,
-        max_steps=steps,
-        precision=t.precision,
-        accelerator=t.accelerator,
-        devices=1,
-        plugins=[AtomicCheckpointIO()],
-        logger=logger,
-        callbacks=callbacks,
-        log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
-        enable_model_summary=False,
-    )

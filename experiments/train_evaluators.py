@@ -25,13 +25,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import WandbLogger
 
 from data_modules.evaluator_data import EvaluatorDataModule, SplitFaces
-from experiments.checkpoints import AtomicCheckpointIO, FinalLastCheckpoint
 from experiments.config import EvaluatorsConfig, load_config, to_yaml
-from experiments.loggers import make_logger
+from experiments.stages import stage_loggers, stage_trainer
 from facemogle.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from facemogle.cli import run_cli
 from facemogle.evaluators import build_small_clip, build_small_parser, save_clip, save_face_parser
@@ -39,48 +37,7 @@ from facemogle.evaluators.lit_modules import ClipModule, FaceParserModule, class
 from facemogle.face_parts import PARTS
 from facemogle.tiny_tokenizers import build_clip_tokenizer
 
-CHECKPOINTS = "checkpoints"
 STAGES = ("parser", "clip")
-
-
-def stage_loggers(config: EvaluatorsConfig) -> dict[str, Logger | bool]:
-    """One W&B run for both models (their metrics are parser/... and clip/...); CSV files apart, as each
-    model's steps count from 0."""
-    if config.logger.kind == "csv":
-        return {stage: make_logger(config, csv_name=f"logs/{stage}") for stage in STAGES}
-    shared = make_logger(config)
-    if isinstance(shared, WandbLogger):
-        shared.experiment  # noqa: B018  start the run now, so its start-up is not in the parser's seconds
-    return dict.fromkeys(STAGES, shared)
-
-
-def make_trainer(config: EvaluatorsConfig, stage: str, steps: int, logger: Logger | bool) -> L.Trainer:
-    t = config.trainer
-    callbacks: list[L.Callback] = [
-        FinalLastCheckpoint(
-            dirpath=Path(config.run_dir) / CHECKPOINTS / stage,
-            every_n_train_steps=t.checkpoint_every_n_steps,
-            save_top_k=0,
-            save_last=True,
-            enable_version_counter=False,  # a new run replaces the last one's last.ckpt
-        )
-    ]
-    if logger:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
-    return L.Trainer(
-        default_root_dir=config.run_dir,
-        max_steps=steps,
-        precision=t.precision,
-        accelerator=t.accelerator,
-        devices=1,
-        plugins=[AtomicCheckpointIO()],
-        logger=logger,
-        callbacks=callbacks,
-        log_every_n_steps=t.log_every_n_steps,
-        limit_val_batches=0,
-        enable_progress_bar=t.progress_bar,
-        enable_model_summary=False,
-    )
 
 
 def fit_and_test(
@@ -115,7 +72,7 @@ def train_evaluators(config: EvaluatorsConfig) -> dict:
     run_dir = Path(config.run_dir)
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
     faces = SplitFaces.load(config.data)
-    loggers = stage_loggers(config)
+    loggers = stage_loggers(config, STAGES)
     test_batch = config.data.test_batch_size
     try:
         p = config.parser
@@ -125,7 +82,7 @@ def train_evaluators(config: EvaluatorsConfig) -> dict:
         parser_data = EvaluatorDataModule(
             faces, p.batch_size, p.max_blur, config.seed, test_batch_size=test_batch
         )
-        parser_trainer = make_trainer(config, "parser", p.steps, loggers["parser"])
+        parser_trainer = stage_trainer(config, "parser", p.steps, loggers["parser"], limit_val_batches=0)
         parser_scores, parser_seconds = fit_and_test(parser, parser_data, parser_trainer)
 
         c = config.clip
@@ -135,7 +92,7 @@ def train_evaluators(config: EvaluatorsConfig) -> dict:
         clip_data = EvaluatorDataModule(
             faces, c.batch_size, c.max_blur, config.seed + 1, contrastive=True, test_batch_size=test_batch
         )
-        clip_trainer = make_trainer(config, "clip", c.steps, loggers["clip"])
+        clip_trainer = stage_trainer(config, "clip", c.steps, loggers["clip"], limit_val_batches=0)
         clip_scores, clip_seconds = fit_and_test(clip, clip_data, clip_trainer)
     finally:
         for logger in set(loggers.values()):

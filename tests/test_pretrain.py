@@ -12,7 +12,8 @@ from data_modules.split import SplitConfig
 from data_modules.synthetic import write_synthetic
 from experiments import pretrain_backbone as cli
 from experiments.config import PretrainConfig, load_config
-from experiments.stage1 import pretrain_backbone, stage_loggers
+from experiments.stage1 import STAGES, pretrain_backbone
+from experiments.stages import stage_loggers
 from facemogle.backbone import TinyFluxConfig, load_flux, tiny_flux
 from facemogle.encode import encode_images, encode_prompts
 from facemogle.face_parts import split_mask
@@ -169,7 +170,7 @@ def test_both_stages_log_into_one_offline_wandb_run(stage1):
 
 def test_csv_logs_each_stage_apart(tmp_path):
     config = load_config(CONFIG, [f"run_dir={tmp_path}", "logger.kind=csv"], schema=PretrainConfig)
-    loggers = stage_loggers(config)
+    loggers = stage_loggers(config, STAGES)
     assert all(isinstance(logger, CSVLogger) for logger in loggers.values())
     assert loggers["vae"].log_dir == str(tmp_path / "logs" / "vae" / "version_0")
     assert loggers["flux"].log_dir == str(tmp_path / "logs" / "flux" / "version_0")
