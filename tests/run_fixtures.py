@@ -1,17 +1,23 @@
 """Pieces the training tests share: a small run workspace, its run config, small evaluators, and callbacks
-that kill a run mid-way or record what reached the model."""
+that kill a run mid-way or record what reached the model, and a two-process launcher."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import torch
 from lightning import Callback
 
 from data_modules.synthetic import write_synthetic
-from experiments.config import Config, load_config
+from experiments.config import Config, load_config, to_yaml
 from facemogle.backbone import save_flux, tiny_flux
 from facemogle.evaluators import SmallParserConfig, build_small_parser, save_clip, save_face_parser
 from tests.test_eval_metrics import tiny_clip
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def write_workspace(root: Path) -> Path:
@@ -88,3 +94,22 @@ class CountCalls(Callback):
 
     def on_fit_start(self, trainer, pl_module):
         self.pick(pl_module).register_forward_pre_hook(lambda *_: setattr(self, "calls", self.calls + 1))
+
+
+def launch(cfg, out: Path, *flags: str) -> subprocess.CompletedProcess:
+    """Writes cfg to OUT/config.yaml and runs `python -m tests.fsdp_worker` on it (trainer.devices=2: Lightning
+    starts the second rank), which leaves each rank's record in OUT/rankN.pt."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(to_yaml(cfg))
+    return subprocess.run(
+        [sys.executable, "-m", "tests.fsdp_worker", str(out / "config.yaml"), str(out), *flags],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def records(out: Path) -> list[dict]:
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]

@@ -6,9 +6,6 @@ and shift, the shifted scheduler and 512-token T5. Only sizes and paths are over
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +18,16 @@ from safetensors.torch import load_file
 from data_modules.synthetic import write_synthetic
 from experiments import ablate_gating, evaluate
 from experiments import sample as sample_cli
-from experiments.config import load_config, to_yaml
+from experiments.config import load_config
 from experiments.training import train
 from facemogle.backbone import flux_dev_shaped, save_flux
 from facemogle.evaluators import build_small_clip, build_small_parser, save_clip, save_face_parser
 from facemogle.tiny_tokenizers import build_clip_tokenizer
-from tests.run_fixtures import KillAt, RecordGuidance
+from tests.run_fixtures import KillAt, RecordGuidance, launch, records
 
 pytestmark = pytest.mark.slow
 
 PAPER = "experiments/configs/flux_mmcelebahq.yaml"
-REPO = Path(__file__).resolve().parents[1]
 STEPS, KILL_AT = 4, 3  # 8 faces a step (batch 4 x accumulation 2); a checkpoint every 2 steps
 
 
@@ -177,18 +173,9 @@ def test_the_paper_config_trains_on_two_cpu_processes(space, strategy):
         space, strategy, "trainer.accelerator=cpu", "trainer.devices=2", f"trainer.strategy={strategy}"
     )
     out = space / f"{strategy}-out"
-    out.mkdir()
-    (out / "config.yaml").write_text(to_yaml(cfg))
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.fsdp_worker", str(out / "config.yaml"), str(out)],
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = launch(cfg, out)
     assert done.returncode == 0, done.stderr[-4000:]
-    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    ranks = records(out)
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["global_step"] == STEPS
     final = ranks[0]["final"]
     assert any("lora_" in k for k in final) and any(k.startswith("denoiser.mogle.") for k in final)

@@ -4,9 +4,6 @@ DDP on the same data; a killed FSDP run resumed from its sharded checkpoint."""
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,30 +11,12 @@ import torch
 from safetensors.torch import load_file
 from torch.distributed.checkpoint import FileSystemReader
 
-from experiments.config import TrainerConfig, to_yaml
+from experiments.config import TrainerConfig
 from experiments.strategy import FSDP2Strategy, make_strategy
-from tests.run_fixtures import tiny_config
+from tests.run_fixtures import launch, records, tiny_config
 from tests.test_train_ddp import _close
 
-REPO = Path(__file__).resolve().parents[1]
 STEPS, KILL_AT = 7, 4  # checkpoints every 3 steps: the killed run resumes from step 3
-
-
-def launch(cfg, out: Path, *flags: str) -> subprocess.CompletedProcess:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(to_yaml(cfg))
-    return subprocess.run(
-        [sys.executable, "-m", "tests.fsdp_worker", str(out / "config.yaml"), str(out), *flags],
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def records(out: Path) -> list[dict]:
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
 
 
 @pytest.fixture(scope="module")
