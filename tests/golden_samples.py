@@ -94,7 +94,7 @@ def run_cli_case(name: str, root: Path, out: Path) -> dict[str, torch.Tensor]:
 
     args = [a.format(masks=root / "masks") for a in CLI_CASES[name]]
     sample_cli.main(["--run", str(root / "run"), "--out", str(out), *args])
-    return {p.stem: torch.from_numpy(np.asarray(Image.open(p))) for p in sorted(out.glob("*.png"))}
+    return {p.stem: torch.from_numpy(np.array(Image.open(p))) for p in sorted(out.glob("*.png"))}
 
 
 def main() -> None:
