@@ -18,8 +18,8 @@ in sampling alike; the gate multiplies it by `time_scale` before its sinusoidal 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import torch

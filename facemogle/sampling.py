@@ -42,8 +42,8 @@ from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from facemogle.backbone import FluxBackbone
 from facemogle.denoiser import Denoiser
 from facemogle.encode import TextEmbeddings, decode_tokens, encode_masks, encode_prompts
-from facemogle.mogle import MoGLEOutput
 from facemogle.face_parts import PART_INDEX
+from facemogle.mogle import MoGLEOutput
 from facemogle.packing import image_ids
 
 TextOnlyCondition = Literal["none", "background"]

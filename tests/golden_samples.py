@@ -47,7 +47,15 @@ def run_case(name: str):
     guidance, prompts, masks, settings, scale = case_inputs(name)
     backbone, denoiser = models(guidance)
     return sample(
-        backbone, denoiser, prompts, masks, height=SIZE, width=SIZE, settings=settings, seed=SEED, expert_scale=scale
+        backbone,
+        denoiser,
+        prompts,
+        masks,
+        height=SIZE,
+        width=SIZE,
+        settings=settings,
+        seed=SEED,
+        expert_scale=scale,
     )
 
 
@@ -81,7 +89,16 @@ def export_tiny_run(root: Path) -> Path:
 CLI_CASES = {  # experiments.sample's arguments after --run and --out
     "text": ["--prompt", "a smiling face", "--n", "2", "--steps", "2"],
     "masks": ["--masks", "{masks}", "--steps", "2", "--seed", "5"],
-    "text+mask": ["--prompt", "a smiling face", "--mask", "{masks}/m1.png", "--steps", "2", "--region-scale", "hair=1.5"],
+    "text+mask": [
+        "--prompt",
+        "a smiling face",
+        "--mask",
+        "{masks}/m1.png",
+        "--steps",
+        "2",
+        "--region-scale",
+        "hair=1.5",
+    ],
 }
 
 
