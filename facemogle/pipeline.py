@@ -28,7 +28,6 @@ from diffusers import ConfigMixin, DiffusionPipeline, FlowMatchEulerDiscreteSche
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
-from peft import get_peft_model_state_dict
 from safetensors.torch import load_file
 
 from facemogle.backbone import DTYPES, FluxBackbone, load_flux
@@ -36,7 +35,7 @@ from facemogle.denoiser import Denoiser
 from facemogle.export import LORA, MOGLE_FILE, ExportSpec, check_export, read_export_spec
 from facemogle.flux_forward import ConditionSettings
 from facemogle.gate_analysis import region_gate_weights
-from facemogle.lora import ADAPTER, LORA_FILE, load_lora, lora_layer_names, lora_metadata
+from facemogle.lora import load_lora, lora_layer_names, save_lora
 from facemogle.mask_images import labels_from_image
 from facemogle.mogle import MoGLE, MoGLEConfig
 from facemogle.sampling import SampleSettings, sample, seed_generators
@@ -192,30 +191,15 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         """The stock folders (transformer/ without LoRA, as the backbone it came from), mogle/, and the
         LoRA in diffusers' FLUX LoRA format in lora/."""
         save_directory = Path(save_directory)
-        lora = None
-        if lora_layer_names(self.transformer):
-            lora = get_peft_model_state_dict(self.transformer, adapter_name=ADAPTER)
-            metadata = lora_metadata(self.transformer)
-            self.transformer.unload_lora()  # the stock folder holds the stock weights
+        if not lora_layer_names(self.transformer):
+            super().save_pretrained(save_directory, **kwargs)
+            return
+        lora = save_lora(self.transformer, save_directory / Path(LORA).parent)
+        self.transformer.unload_lora()  # the stock folder holds the stock weights
         try:
             super().save_pretrained(save_directory, **kwargs)
         finally:
-            if lora is not None:
-                self.transformer.load_lora_adapter(
-                    {f"transformer.{k}": v for k, v in lora.items()},
-                    prefix="transformer",
-                    adapter_name=ADAPTER,
-                    metadata=metadata,
-                )
-        if lora is not None:
-            from diffusers import FluxPipeline
-
-            FluxPipeline.save_lora_weights(
-                save_directory / Path(LORA).parent,
-                transformer_lora_layers=lora,
-                transformer_lora_adapter_metadata=metadata,
-                weight_name=LORA_FILE,
-            )
+            load_lora(self.transformer, lora)
 
     # --- sampling -----------------------------------------------------------------------------------
 
