@@ -78,3 +78,20 @@ def test_a_truncated_or_corrupted_export_is_an_error_naming_the_file(flux_dir, t
     (export / "lora" / "pytorch_lora_weights.safetensors").unlink()
     with pytest.raises(ValueError, match=r"pytorch_lora_weights.safetensors is missing"):
         load_run(config.run_dir)
+
+
+def test_the_sample_cli_makes_n_images_of_every_condition(flux_dir, tmp_path):
+    config = load_config(overrides=[f"backbone.path={flux_dir}", f"run_dir={tmp_path / 'run'}"])
+    export_run(config.run_dir, config, build_module(config).denoiser)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.zeros((64, 64), dtype=np.uint8), mode="L").save(masks / f"{name}.png")
+    common = ["--run", config.run_dir, "--steps", "1", "--n", "2", "--seed", "10"]
+    sample_cli.main([*common, "--mask", str(masks / "a.png"), "--out", str(tmp_path / "one")])
+    sample_cli.main([*common, "--masks", str(masks), "--prompt", "a face", "--out", str(tmp_path / "all")])
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["a_seed10.png", "a_seed11.png"]
+    names = sorted(p.name for p in (tmp_path / "all").iterdir())  # mask j's k-th image: seed + j * n + k
+    assert names == ["a_seed10.png", "a_seed11.png", "b_seed12.png", "b_seed13.png"]
+    one, all_ = (np.asarray(Image.open(tmp_path / d / "a_seed11.png")) for d in ("one", "all"))
+    assert not np.array_equal(one, all_)  # the second with the prompt, the first without
