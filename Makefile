@@ -3,9 +3,9 @@
 VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 SYSTEM_PYTHON ?= python3
-# CPU by default: torch 2.13.0 is a local CPU wheel here. On a GPU machine use `make install TORCH=torch EXTRAS=dev,gpu`.
+# CPU by default: torch 2.13.0 is a local CPU wheel here. On a GPU machine use `make install TORCH=torch EXTRAS=dev,demo,gpu`.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev
+EXTRAS ?= dev,demo
 # The install stamp, or nothing when PYTHON was given (on the command line or in the environment).
 INSTALLED := $(if $(filter file,$(origin PYTHON)),$(VENV)/.installed)
 
@@ -30,7 +30,11 @@ ABLATE_OUT ?= results/ablation
 ABLATE_STEPS ?= 600
 ABLATE_SEEDS ?= 0,1
 
-.PHONY: install test test-slow test-slurm lint format benchmark data backbone evaluators train ablate
+# The demo's address (`make demo`)
+DEMO_HOST ?= 127.0.0.1
+DEMO_PORT ?= 7860
+
+.PHONY: install test test-slow test-slurm lint format benchmark data backbone evaluators train ablate demo
 
 define install_packages
 	$(PYTHON) -m pip install "$(TORCH)"
@@ -73,6 +77,7 @@ format: $(INSTALLED)
 benchmark: $(INSTALLED)
 	$(PYTHON) -m experiments.benchmark experts
 	$(PYTHON) -m experiments.benchmark data
+	$(PYTHON) -m experiments.benchmark sampling
 
 data: $(DATA)/attributes.json
 backbone: $(BACKBONE)/model_index.json
@@ -96,6 +101,10 @@ $(RUN)/export/config.yaml: $(BACKBONE)/model_index.json $(DATA)/attributes.json 
 $(RUN)/eval/test.json: $(RUN)/export/config.yaml $(EVALUATORS)/report.json
 	$(PYTHON) -m experiments.evaluate --run $(RUN) --split test --n $(EVAL_N) --modes $(EVAL_MODES) \
 		--clip $(EVALUATORS)/clip --parser $(EVALUATORS)/parser
+
+# The interactive demo of the run (trains it first when there is none); the run's config names its parser.
+demo: $(RUN)/export/config.yaml | $(INSTALLED)
+	$(PYTHON) -m experiments.demo --run $(RUN) --host $(DEMO_HOST) --port $(DEMO_PORT)
 
 # Resumable: finished runs are skipped, an interrupted one continues from its last checkpoint.
 ablate: $(BACKBONE)/model_index.json $(DATA)/attributes.json $(EVALUATORS)/report.json | $(INSTALLED)
