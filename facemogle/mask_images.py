@@ -53,9 +53,8 @@ def labels_from_image(im: Image.Image, source: str = "mask", snap: bool = False)
         if not snap:
             return MaskReading(labels_from_colors(np.asarray(im.convert("RGB")), source=source))
         rgba = np.asarray(im.convert("RGBA"))
-        return snap_colors(
-            np.where(rgba[..., 3:] >= 128, rgba[..., :3], 0), source
-        )  # transparent: background
+        opaque = np.where(rgba[..., 3:] >= 128, rgba[..., :3], 0)  # a transparent pixel is background
+        return snap_colors(opaque, source)
     if im.mode not in LABEL_MODES:
         raise ValueError(
             f"{source}: unsupported mask mode {im.mode!r} (use a label map or an RGB palette image)"
@@ -109,6 +108,22 @@ def palette_labels(im: Image.Image, source: str) -> np.ndarray:
         f"{source}: palette colour {tuple(odd)} is neither a CelebAMask-HQ colour nor a grey label; "
         "save the mask as a grayscale label map or in the CelebAMask-HQ palette"
     )
+
+
+def mask_batch(masks) -> tuple[torch.Tensor | None, list[str]]:
+    """Label maps (b, H, W) from a PIL image (snapped: see the module's docstring), an (H, W) or (b, H, W)
+    integer array or tensor, or a list of them; and a warning for each image whose colours were snapped."""
+    if masks is None:
+        return None, []
+    labels, warnings = [], []
+    for i, item in enumerate(masks if isinstance(masks, list) else [masks]):
+        if isinstance(item, Image.Image):
+            reading = labels_from_image(item, source=f"mask_image[{i}]", snap=True)
+            warnings += [reading.warning(f"mask_image[{i}]")] if reading.snapped else []
+            item = reading.labels
+        item = (item if torch.is_tensor(item) else torch.from_numpy(np.asarray(item))).long()
+        labels.append(item if item.dim() == 3 else item[None])
+    return torch.cat(labels), warnings
 
 
 def majority_downsample(labels: torch.Tensor, size: int) -> torch.Tensor:

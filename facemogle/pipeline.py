@@ -36,7 +36,7 @@ from facemogle.export import LORA, MOGLE_FILE, ExportSpec, check_export, read_ex
 from facemogle.flux_forward import ConditionSettings
 from facemogle.gate_analysis import region_gate_weights
 from facemogle.lora import load_lora, lora_layer_names, save_lora
-from facemogle.mask_images import labels_from_image
+from facemogle.mask_images import mask_batch
 from facemogle.mogle import MoGLE, MoGLEConfig
 from facemogle.sampling import SampleSettings, sample, seed_generators
 
@@ -66,12 +66,8 @@ class FaceMoGLEAdapter(ModelMixin, ConfigMixin):
 
 @dataclass
 class FaceMoGLEPipelineOutput(BaseOutput):
-    images: (
-        list[PIL.Image.Image] | np.ndarray | torch.Tensor
-    )  # pil list, (b, H, W, 3) or (b, 3, H, W) in [0, 1]
-    gate_weights: (
-        torch.Tensor | None
-    )  # (b, steps, l, e) MoGLE's weights per step; None without condition tokens
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor  # PIL, (b, H, W, 3), (b, 3, H, W); in [0, 1]
+    gate_weights: torch.Tensor | None  # (b, steps, l, e) MoGLE's weights; None without condition tokens
     region_gate: torch.Tensor | None  # (b, steps, 19, e) their mean over each region's tokens (masks given)
     labels: torch.Tensor | None  # (b, H, W) the label maps the faces were conditioned on
     sigmas: torch.Tensor  # (steps,) the noise levels visited
@@ -203,23 +199,6 @@ class FaceMoGLEPipeline(DiffusionPipeline):
 
     # --- sampling -----------------------------------------------------------------------------------
 
-    def mask_labels(self, mask_image) -> torch.Tensor | None:
-        """Label maps from a PIL image (label map, palette PNG, RGB palette colours; near colours snap to the
-        nearest with a logged warning), an (H, W) or (b, H, W) integer array / tensor, or a list of them."""
-        if mask_image is None:
-            return None
-        items = mask_image if isinstance(mask_image, list) else [mask_image]
-        labels = []
-        for i, item in enumerate(items):
-            if isinstance(item, PIL.Image.Image):
-                reading = labels_from_image(item, source=f"mask_image[{i}]", snap=True)
-                if reading.warning():
-                    log.warning(reading.warning(f"mask_image[{i}]"))
-                item = reading.labels
-            item = torch.as_tensor(np.asarray(item) if not torch.is_tensor(item) else item).long()
-            labels.append(item if item.dim() == 3 else item[None])
-        return torch.cat(labels)
-
     @torch.no_grad()
     def __call__(
         self,
@@ -249,7 +228,9 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}: expected one of {OUTPUT_TYPES}")
         prompts = [prompt] if isinstance(prompt, str) else prompt
-        labels = self.mask_labels(mask_image)
+        labels, warnings = mask_batch(mask_image)
+        for warning in warnings:
+            log.warning(warning)
         if prompts is not None and labels is not None and len(prompts) != len(labels):
             if len(prompts) == 1:
                 prompts = prompts * len(labels)
@@ -258,15 +239,14 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         if num_images_per_prompt > 1:
             prompts = [p for p in prompts for _ in range(num_images_per_prompt)] if prompts else prompts
             labels = labels.repeat_interleave(num_images_per_prompt, 0) if labels is not None else None
-        given = {
-            "steps": num_inference_steps,
-            "guidance": guidance_scale,
-            "text_scale": text_scale,
-            "mask_scale": mask_scale,
-            "text_only_condition": text_only_condition,
-        }
-        base = asdict(settings) if settings is not None else self.config.sample_defaults
-        chosen = SampleSettings(**{**base, **{k: v for k, v in given.items() if v is not None}})
+        chosen = _settings(
+            settings or SampleSettings(**self.config.sample_defaults),
+            steps=num_inference_steps,
+            guidance=guidance_scale,
+            text_scale=text_scale,
+            mask_scale=mask_scale,
+            text_only_condition=text_only_condition,
+        )
         if generator is None and (prompts is not None or labels is not None):
             n = len(prompts) if prompts is not None else labels.shape[0]
             generator = seed_generators(int(torch.randint(2**62, ())), n)
@@ -287,11 +267,8 @@ class FaceMoGLEPipeline(DiffusionPipeline):
             )
         self.maybe_free_model_hooks()
         gates = torch.stack(out.gate_weights, dim=1) if out.gate_weights else None
-        region = (
-            region_gate_weights(out.gate_weights, labels)
-            if gates is not None and labels is not None
-            else None
-        )
+        with_mask = gates is not None and labels is not None
+        region = region_gate_weights(out.gate_weights, labels) if with_mask else None
         images = _postprocess(out.images, output_type)
         result = FaceMoGLEPipelineOutput(images, gates, region, labels, out.sigmas, out.text_only_condition)
         return result if return_dict else result.to_tuple()
@@ -313,6 +290,11 @@ class FaceMoGLEPipeline(DiffusionPipeline):
             return (returned or {}).get("latents", latents)
 
         return on_step
+
+
+def _settings(base: SampleSettings, **given) -> SampleSettings:
+    """`base` with the values given (not None) in place of its own."""
+    return replace(base, **{k: v for k, v in given.items() if v is not None})
 
 
 def _postprocess(images: torch.Tensor, output_type: str):
