@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 
+import torch
+
 from experiments.demo_core import EXAMPLES, Demo, example_masks, find_parser
 from experiments.demo_page import launch
 from experiments.run_io import load_run
@@ -33,7 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--examples", type=int, default=EXAMPLES, help="example masks from the test split")
+    # one request of the tiny model is too small to share out; on a busy CPU more threads wait on each other
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (0: torch's default)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     run = load_run(args.run)
     demo = Demo(run, find_parser(run, args.parser))
     launch(demo, example_masks(run, args.examples), args.host, args.port, block=True)

@@ -119,7 +119,12 @@ def build(demo: Demo, examples: list[tuple[np.ndarray, str]]) -> gr.Blocks:
                     interactive=False,
                     format="png",
                 )
-                table = gr.Image(label="Gate per region and expert", elem_id="gate-table", interactive=False)
+                table = gr.Image(
+                    label="Gate per region and expert, first and last step",
+                    elem_id="gate-table",
+                    height=220,
+                    interactive=False,
+                )
                 parse = gr.Image(
                     label="The face parsed",
                     elem_id="parse",
