@@ -13,6 +13,7 @@ from PIL import Image
 from callbacks.visuals import gate_map, to_uint8, token_heatmap
 from data_modules.dataset import load_faces
 from data_modules.layouts import scan
+from data_modules.readers import oriented
 from data_modules.split import split_records
 from experiments.run_io import LoadedRun
 from facemogle.evaluators import FaceParser, load_face_parser
@@ -47,9 +48,12 @@ def to_editor(labels: np.ndarray) -> dict:
 def read_upload(path: str) -> tuple[np.ndarray, str | None]:
     """An uploaded mask file -> (H, W) labels and a warning when colours were snapped; a mask that is not
     square is a ValueError saying so."""
-    with Image.open(path) as im:
-        im.load()
-        reading = labels_from_image(im, source=Path(path).name, snap=True)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            reading = labels_from_image(oriented(im), source=Path(path).name, snap=True)
+    except OSError as e:
+        raise ValueError(f"{Path(path).name} is not an image that can be read ({e})") from e
     h, w = reading.labels.shape
     if h != w:
         raise ValueError(

@@ -5,7 +5,7 @@
     python -m experiments.sample --run runs/tiny --mask m.png --region-scale hair=1.5 --out samples/
 
 A prompt alone is text-to-face, a mask alone mask-to-face, both text+mask-to-face; `--n` images of each
-(image i of the run from seed `--seed` + i, so mask j's k-th image is seed + j * n + k). Masks are label
+(image i of the command from seed `--seed` + i, so mask j's k-th image is seed + j * n + k). Masks are label
 maps (palette, grayscale or RGB palette colours); a mask that is not square is an error, or with
 `--mask-fit crop` its centred square, never stretched. `--text-only-condition none|background` overrides
 how text-to-face is conditioned (facemogle.sampling; the run's `train.sample.text_only_condition`
@@ -26,7 +26,6 @@ from data_modules.layouts import read_label_map
 from experiments.run_io import load_run
 from facemogle.cli import run_cli
 from facemogle.face_parts import CONDITION_MAPS
-from facemogle.mogle import MoGLEConfig
 from facemogle.sampling import TEXT_ONLY_CONDITIONS, seed_generators
 
 
@@ -41,11 +40,6 @@ def region_scales(pairs: list[str]) -> dict[str, float]:
             )
         scales[name] = float(value)
     return scales
-
-
-def expert_scale(config: MoGLEConfig, pairs: list[str]) -> torch.Tensor | None:
-    """`hair=1.5 global=0.8` -> a (num_experts,) multiplier in the order of the active experts."""
-    return config.expert_scale(region_scales(pairs))
 
 
 def mask_files(args: argparse.Namespace) -> list[Path | None]:

@@ -52,6 +52,10 @@ def test_a_mask_that_is_not_square_or_not_a_mask_is_refused(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photo)
     with pytest.raises(ValueError, match="photo.png: .* far from every CelebAMask-HQ palette colour"):
         read_upload(str(photo))
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ValueError, match="notes.png is not an image that can be read"):
+        read_upload(str(text))
 
 
 def test_the_editors_soft_edged_drawing_becomes_labels_at_the_runs_resolution(demo):
