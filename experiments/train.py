@@ -9,6 +9,7 @@ import argparse
 
 from experiments.checks import Sources
 from experiments.config import load_config
+from experiments.prerequisites import require_config
 from experiments.training import train
 from facemogle.cli import run_cli
 
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
     config = load_config(args.config, args.overrides)
+    require_config(config)
     train(config, resume=args.resume, sources=Sources(args.config, args.overrides))
 
 

@@ -101,7 +101,7 @@ VARIANTS = {
 REFERENCES = {
     "mask_dropped": Reference(
         "mask_dropped",
-        "full sampled from the text alone, no condition tokens (train.sample.text_only_condition)",
+        "full sampled from its captions alone, with no condition tokens (the bare backbone)",
         "full",
         "text",
     ),
