@@ -93,8 +93,8 @@ def require_config(config: Config, evaluators: bool | None = None) -> None:
 
 def require_run(run: str, clip: str | None = None, parser: str | None = None, data: bool = False) -> None:
     """A trained run (its export) and what sampling it needs: its backbone, and with `data` its data set; the
-    evaluator paths given."""
-    require(missing_run(run), missing_evaluator(clip), missing_evaluator(parser))
+    evaluator paths given. `make train` builds a missing run with everything it needs, so it is named alone."""
+    require(missing_run(run))
     config = load_config(Path(run) / EXPORT / "config.yaml")
     require(
         missing_data(config.data.root) if data else None,
