@@ -58,14 +58,14 @@ class StudySettings:
     runs: str = "runs/ablate"
     out: str = "results/ablation"
     eval_cache_dir: str = "cache/eval"
-    probe_n: int | None = 48  # test faces for gate usage and attribute accuracy; None: n
+    probe_n: int | None = 40  # test faces for gate usage and attribute accuracy; None: n
     curve_variants: list[str] = field(default_factory=lambda: ["full", "plain", "mlp_experts"])
-    curve_n: int | None = 40  # test faces at each step checkpoint; None: n
+    curve_n: int | None = 32  # test faces at each step checkpoint; None: n
     text_scales: list[float] = field(
         default_factory=lambda: [1.0, 2.0, 3.5, 5.0]
     )  # the guidance sweep's grid
     mask_scales: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0, 6.0])
-    sweep_n: int | None = 60  # test faces a sweep point; None: n
+    sweep_n: int | None = 48  # test faces a sweep point; None: n
 
     def __post_init__(self) -> None:
         reserved = {*VARIANT_KEYS, "run_dir", "seed", "logger.name", "eval.enabled"}
