@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from experiments.ablation import sweep, sweep_report
-from experiments.ablation.attributes import AttributeScorer
+from experiments.ablation.attributes import scorer_for
 from experiments.config import load_config
 from experiments.prerequisites import require_run
 from experiments.run_io import EXPORT
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         min_clip_ratio=args.min_clip_ratio,
     )
     scorer = None
-    if evaluators.parser_path and args.probe_n != 0:
-        scorer = AttributeScorer.build(evaluators.parser_path, config.data, evaluators.parser_label_order)
+    if args.probe_n != 0:
+        scorer = scorer_for(evaluators.parser_path, config.data, evaluators.parser_label_order)
     results = sweep.run_sweep(settings, scorer)
     path = write_report(results, settings, Path(args.out) if args.out else Path(args.run) / sweep.SWEEP)
     print(sweep_report.choice_text(results, settings))

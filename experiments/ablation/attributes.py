@@ -2,17 +2,18 @@
 facemogle.metrics.attributes, fit once on the data set's real training faces, name each face's hair colour
 and lipstick; the targets are the synthetic set's attributes.json.
 
-    scorer = AttributeScorer.build(parser_path, config.data)
+    scorer = AttributeScorer.build(parser_path, config.data)   # or scorer_for(...): None without attributes
     scorer.score(images, keys)   # {"hair_color": {"accuracy", "n", "chance"}, "lipstick": {...}}
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from data_modules.attributes import attribute_targets, read_attributes
+from data_modules.attributes import ATTRIBUTES_FILE, attribute_targets, read_attributes
 from data_modules.datamodule import DataConfig
 from data_modules.dataset import load_faces
 from data_modules.layouts import FaceRecord, scan
@@ -29,6 +30,15 @@ def split_faces(data: DataConfig, split: str, n: int | None) -> tuple[list[FaceR
     """The split's first n faces (all with None) in key order, as evaluation takes them."""
     records = split_records(scan(data.root, data.layout, data.captions).records, data.split, split, n)
     return records, load_faces(records, data.resolution)
+
+
+def scorer_for(
+    parser_path: str | None, data: DataConfig, label_order: str | None = None
+) -> AttributeScorer | None:
+    """The scorer of a data set with attributes.json (the synthetic set) and a parser; None otherwise."""
+    if parser_path is None or not (Path(data.root) / ATTRIBUTES_FILE).is_file():
+        return None
+    return AttributeScorer.build(parser_path, data, label_order)
 
 
 @dataclass

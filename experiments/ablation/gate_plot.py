@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +125,8 @@ def usage_figure(records: list[GateRecord], variants: list[str]) -> Image.Image:
         found = [r for r in records if r.variant == name]
         for j, expert in enumerate(found[0].experts):
             share[i, EXPERT_NAMES.index(expert)] = np.mean([r.load[:, j].mean() for r in found])
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # a region in no face is nan, as it should be
+            warnings.simplefilter("ignore", RuntimeWarning)
             by_region[i] = np.nanmean([np.nanmean(r.region_entropy, 0) for r in found], 0)
         entropy = np.mean([r.entropy for r in found], 0)
         series.append(Series(name, list(range(len(entropy))), entropy.tolist()))
@@ -179,7 +181,8 @@ def full_trajectory(records: list[GateRecord]) -> GateTrajectory | None:
     found = [r for r in records if r.variant == "full" and len(r.experts) == len(EXPERT_NAMES)]
     if not found:
         return None
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # a region in no face is nan, as it should be
+        warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean([r.region_weights for r in found], 0)  # (s, p, e)
     weights = own_and_global(torch.from_numpy(mean)[None])
     return GateTrajectory(found[0].sigmas, weights.parts, weights.own.numpy(), weights.global_.numpy())

@@ -101,7 +101,7 @@ def line_chart(series: list[Series], title: str, x_label: str, y_label: str, siz
         y = y0 + (y1 - y0) * k / 4
         _, py = at(x0, y)
         draw.line((left - 3, py, left, py), fill=BLACK)
-        draw.text((2, py - 5), f"{y:.3g}", fill=BLACK, font=FONT)
+        draw.text((2, py - 5), f"{y:.4g}", fill=BLACK, font=FONT)
     for x in sorted(set(xs)):
         px, _ = at(x, y0)
         draw.line((px, top + plot_h, px, top + plot_h + 3), fill=BLACK)

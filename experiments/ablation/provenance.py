@@ -83,5 +83,7 @@ def study_seconds(settings: StudySettings) -> dict[str, float]:
 
 
 def hours_minutes(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
     minutes = round(seconds / 60)
     return f"{minutes // 60} h {minutes % 60:02d} min"

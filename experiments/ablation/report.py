@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from experiments.ablation import gate_plot, sweep_report, table
-from experiments.ablation.attributes import AttributeScorer
+from experiments.ablation.attributes import AttributeScorer, scorer_for
 from experiments.ablation.curves import CURVE, STEP_FILE
 from experiments.ablation.plots import Series, line_chart, side_by_side
 from experiments.ablation.provenance import (
@@ -264,9 +264,8 @@ def lazy_scorer(settings: StudySettings):
     def get() -> AttributeScorer | None:
         if not built:
             config = settings.run_config(settings.variants[0], settings.seeds[0])
-            parser = config.eval.evaluators.parser_path
-            label_order = config.eval.evaluators.parser_label_order
-            built.append(AttributeScorer.build(parser, config.data, label_order) if parser else None)
+            paths = config.eval.evaluators
+            built.append(scorer_for(paths.parser_path, config.data, paths.parser_label_order))
         return built[0]
 
     return get

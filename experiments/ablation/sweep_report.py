@@ -76,7 +76,7 @@ def _describe(result: PointResult, results: list[PointResult]) -> str:
     p = result.point
     return (
         f"text scale {p.text_scale:g}, mask scale {p.mask_scale:g}: mask mIoU {value(result, 'mask_miou'):.3f}, "
-        f"CLIP score {value(result, 'clip_score'):.2f} ({clip_ratio(result, results):.3f} of text-only), "
+        f"CLIP score {value(result, 'clip_score'):.2f} ({clip_ratio(result, results):.4f} of text-only), "
         f"FID {value(result, 'fid'):.2f}, hair colour accuracy {value(result, 'hair_color_acc'):.2f}"
     )
 
