@@ -79,8 +79,9 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    settings = settings_from(args)
     require_run(args.run, clip=args.clip, parser=args.parser, data=True)
-    evaluation = evaluate_run(settings_from(args))
+    evaluation = evaluate_run(settings)
     print(evaluation.table)
     print(f"wrote {evaluation.json_path} and {evaluation.markdown_path}")
     return evaluation.results

@@ -40,6 +40,7 @@ from facemogle.atomic import atomic_write_json, atomic_write_text
 
 REPO = Path(__file__).resolve().parents[2]
 CURVE_METRICS = ("mask_miou", "fid", "clip_score")
+NO_SWEEP = "Not run: full's first seed has not finished, or its backbone samples with a guidance embedding."
 
 
 def read_curves(settings: StudySettings) -> list[tuple[str, int, int, dict]]:
@@ -212,7 +213,7 @@ def markdown(settings: StudySettings, origin: dict, rows, gates, points, swept) 
         "",
         f"## Guidance sweep: full, seed {settings.seeds[0]}",
         "",
-        *([sweep_report.markdown(swept, settings.sweep_settings())] if swept else ["(not run yet)"]),
+        *([sweep_report.markdown(swept, settings.sweep_settings())] if swept else [NO_SWEEP]),
         "",
         "## For reference: the paper's numbers (not ours)",
         "",

@@ -30,7 +30,7 @@ from experiments.ablation import curves
 from experiments.ablation.attributes import AttributeScorer
 from experiments.ablation.probe import PROBE, ProbeSettings, probe_run
 from experiments.ablation.reports import evaluated, probed
-from experiments.ablation.sweep import SweepSettings, run_sweep
+from experiments.ablation.sweep import SweepSettings, run_sweep, samples_with_true_cfg
 from experiments.ablation.variants import REFERENCES, VARIANT_KEYS, VARIANTS
 from experiments.config import Config, load_config, to_yaml
 from experiments.evaluation import EvalSettings, evaluate_run
@@ -239,9 +239,12 @@ def evaluate_curve(settings: StudySettings, config: Config, run_dir: Path) -> No
 
 
 def run_sweep_of_full(settings: StudySettings, scorer: Callable[[], AttributeScorer | None]) -> bool:
-    """The guidance sweep of the first seed's full model, once that run is finished; -> whether it ran."""
+    """The guidance sweep of the first seed's full model, once that run is finished and where its backbone
+    samples with true CFG; -> whether it ran."""
     full = settings.run_dir("full", settings.seeds[0])
     if "full" not in settings.variants or not is_finished(full, settings, "full"):
+        return False
+    if not samples_with_true_cfg(settings.run_config("full", settings.seeds[0]).backbone.path):
         return False
     timing = Timing(full)
     timing.run("sweep", lambda: run_sweep(settings.sweep_settings(), scorer()))

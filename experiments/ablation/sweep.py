@@ -100,12 +100,23 @@ def _sample_values(settings: SweepSettings, point: Point) -> dict:
     return values
 
 
+def samples_with_true_cfg(backbone_path: str) -> bool:
+    """Whether the backbone samples with true CFG (the scales) rather than a guidance embedding (FLUX.1-dev)."""
+    transformer = Path(backbone_path) / "transformer" / "config.json"
+    return not (transformer.is_file() and json.loads(transformer.read_text()).get("guidance_embeds", False))
+
+
 def run_sweep(settings: SweepSettings, scorer: AttributeScorer | None) -> list[PointResult]:
     """Evaluate (and score) every point not yet done; -> every point's result."""
     run = Path(settings.run)
     if not (run / EXPORT / "config.yaml").is_file():
         raise ValueError(f"{run / EXPORT} is missing: the guidance sweep needs a finished run")
     config = load_config(run / EXPORT / "config.yaml")
+    if not samples_with_true_cfg(config.backbone.path):
+        raise ValueError(
+            f"{config.backbone.path} has a guidance embedding (FLUX.1-dev): it samples at train.sample.guidance "
+            "and ignores the true-CFG text and mask scales the sweep varies"
+        )
     evaluators = settings.evaluators or config.eval.evaluators
     probe_n = settings.n if settings.probe_n is None else settings.probe_n
     for point in points(settings):
