@@ -1,4 +1,5 @@
-"""The expert and gate ablation: variants, the plain-condition baseline, the table, the whole pipeline in
+"""The expert and gate ablation: variants, the plain-condition baseline, the table with intervals and seed-paired
+differences, the guidance sweep's choice, the whole pipeline in
 quick mode on the tiny backbone, and SLURM submission through a fake sbatch."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from PIL import Image
 from experiments import ablate_gating
 from experiments.ablation import slurm, sweep_report, table
 from experiments.ablation.study import StudySettings
-from experiments.ablation.sweep import Point, PointResult, SweepSettings
+from experiments.ablation.sweep import Point, PointResult, SweepSettings, samples_with_true_cfg
 from experiments.ablation.variants import VARIANTS, parse_variants
 from experiments.config import load_config
 from experiments.slurm.submit import REPO
@@ -181,6 +182,14 @@ def test_the_sweep_chooses_the_lowest_fid_among_points_that_keep_the_mask_and_th
     assert "No point of the grid meets" in sweep_report.choice_text(results, strict)
     figure = sweep_report.figure(results, settings)
     assert figure.width > 200 and figure.height > 60
+
+
+def test_the_sweep_is_for_backbones_that_sample_with_true_cfg(tmp_path):
+    (tmp_path / "transformer").mkdir()
+    (tmp_path / "transformer" / "config.json").write_text(json.dumps({"guidance_embeds": True}))
+    assert not samples_with_true_cfg(str(tmp_path))  # FLUX.1-dev: its guidance embedding, no scales
+    (tmp_path / "transformer" / "config.json").write_text(json.dumps({"guidance_embeds": False}))
+    assert samples_with_true_cfg(str(tmp_path))
 
 
 def study_args(workspace, evaluators, root, *extra: str) -> list[str]:

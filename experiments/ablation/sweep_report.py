@@ -28,7 +28,7 @@ class Choice:
 def value(result: PointResult, key: str) -> float:
     """A metric of a point (an attribute's accuracy as `hair_color_acc`); nan where it was not measured."""
     if key.endswith("_acc") and key != "pixel_acc":
-        found = (result.attributes or {}).get(key.removesuffix("_acc"), {}).get("accuracy")
+        found = ((result.attributes or {}).get(key.removesuffix("_acc")) or {}).get("accuracy")
     else:
         found = result.metrics.get(key)
     return math.nan if found is None else float(found)
@@ -94,7 +94,7 @@ def choice_text(results: list[PointResult], settings: SweepSettings) -> str:
         )
     if choice.closest is None:
         return (
-            f"No point of the grid has been evaluated with a parser and CLIP, so none can be held to {rule}."
+            f"No point of the grid has both a mask mIoU and a CLIP score relative to text-only, so none can be held to {rule}."
         )
     return f"No point of the grid meets {rule}. The closest: {_describe(choice.closest, results)}."
 
