@@ -1,6 +1,6 @@
 """The expert and gate ablation: variants, the plain-condition baseline, the table with intervals and seed-paired
-differences, the guidance sweep's choice, the whole pipeline in
-quick mode on the tiny backbone, and SLURM submission through a fake sbatch."""
+differences, the guidance sweep's choice, the whole pipeline in quick mode on the tiny backbone (killed,
+resumed and one row reproduced), and SLURM submission through a fake sbatch."""
 
 from __future__ import annotations
 
