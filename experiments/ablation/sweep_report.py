@@ -93,9 +93,7 @@ def choice_text(results: list[PointResult], settings: SweepSettings) -> str:
             f"{_describe(choice.chosen, results)}."
         )
     if choice.closest is None:
-        return (
-            f"No point of the grid has both a mask mIoU and a CLIP score relative to text-only, so none can be held to {rule}."
-        )
+        return f"No point of the grid has both a mask mIoU and a CLIP score relative to text-only, so none can be held to {rule}."
     return f"No point of the grid meets {rule}. The closest: {_describe(choice.closest, results)}."
 
 
