@@ -12,6 +12,7 @@ import argparse
 
 from data_modules.split import SPLITS
 from experiments.evaluation import EvalSettings, evaluate_run
+from experiments.prerequisites import require_run
 from facemogle.cli import run_cli
 from facemogle.evaluators import EvaluatorConfig
 from facemogle.metrics.suite import MetricsConfig
@@ -77,7 +78,10 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    evaluation = evaluate_run(settings_from(parse_args(argv)))
+    args = parse_args(argv)
+    settings = settings_from(args)
+    require_run(args.run, clip=args.clip, parser=args.parser, data=True)
+    evaluation = evaluate_run(settings)
     print(evaluation.table)
     print(f"wrote {evaluation.json_path} and {evaluation.markdown_path}")
     return evaluation.results

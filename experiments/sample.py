@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from data_modules.layouts import read_label_map
+from experiments.prerequisites import require_run
 from experiments.run_io import load_run
 from facemogle.cli import run_cli
 from facemogle.face_parts import PARTS
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.prompt or args.mask or args.masks):
         p.error("give --prompt, --mask / --masks, or both")
 
+    require_run(args.run)
     run = load_run(args.run)
     res = run.config.data.resolution
     defaults = vars(run.config.train.sample)
