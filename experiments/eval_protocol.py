@@ -13,6 +13,7 @@ import math
 import subprocess
 from pathlib import Path
 
+from facemogle.atomic import atomic_write_json
 from facemogle.evaluators import EvaluatorConfig
 from facemogle.evaluators.common import file_digest
 from facemogle.evaluators.config import PaperEvaluatorConfig
@@ -84,9 +85,8 @@ def models_record(models: dict[str, str | None], cache_dir: str | None) -> dict[
     cache = Path(cache_dir) / "digests.json" if cache_dir else None
     digests = json.loads(cache.read_text()) if cache is not None and cache.is_file() else {}
     record = {name: model_record(path, digests) for name, path in models.items() if path}
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(digests, indent=1))
+    if cache is not None:  # atomically: parallel evaluations (the ablation's SLURM array) share the cache
+        atomic_write_json(cache, digests)
     return record
 
 
