@@ -70,6 +70,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     paper.add_argument(
         "--dino-layer", type=int, default=None, help="the block whose keys are compared (default: last)"
     )
+    paper.add_argument(
+        "--dino-splice",
+        action="store_true",
+        help="also Mask under Splice's preprocessing (224 px, ImageNet norm)",
+    )
     paper.add_argument("--image-reward", default=None, help="ImageReward-v1.0 directory (IR)")
     paper.add_argument(
         "--kid-seed", type=int, default=PaperEvaluatorConfig.kid_seed, help="clean-fid KID subsets"
@@ -107,6 +112,7 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
             text_clip_path=args.text_clip,
             dino_path=args.dino,
             dino_layer=args.dino_layer,
+            dino_splice=args.dino_splice,
             image_reward_path=args.image_reward,
             kid_seed=args.kid_seed,
         ),

@@ -112,7 +112,7 @@ def test_evaluate_with_the_paper_protocol_writes_table_1_and_a_protocol_record(
         *("--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--protocol", "paper"),
         *("--inception-torchscript", str(paper_standins / "inception-2015-12-05.pt")),
         *("--cmmd-clip", str(clip_dir), "--text-clip", str(clip_dir), "--dino", str(paper_standins / "dino")),
-        *("--image-reward", str(paper_standins / "image_reward")),
+        *("--image-reward", str(paper_standins / "image_reward"), "--dino-splice"),
     ]
     first = evaluate.main(argv)
     second = evaluate.main(argv)  # the paper's real features from the cache

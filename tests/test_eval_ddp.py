@@ -52,6 +52,7 @@ def run_paper_metrics(indices: range, models: str) -> dict[str, float]:
         dino_path=str(root / "dino"),
         image_reward_path=str(root / "image_reward"),
         kid_seed=3,
+        dino_splice=True,
     )
     metrics = build_paper_metrics(config)
     for start in range(indices.start, indices.stop, 5):

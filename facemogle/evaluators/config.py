@@ -63,6 +63,7 @@ class PaperEvaluatorConfig:
     text_clip_path: str | None = None  # the text score
     dino_path: str | None = None  # Mask: DINO structure distance
     dino_layer: int | None = None  # None: the last block (11 in ViT-B/8, the official layer)
+    dino_splice: bool = False  # also the distance under Splice's preprocessing (224 px, ImageNet mean/std)
     image_reward_path: str | None = None  # IR
     kid_seed: int = 42  # the official evaluation's seed_everything(42)
 

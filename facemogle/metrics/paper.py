@@ -6,7 +6,8 @@
     mask                     DINO ViT-B/8 structure distance, the official figure (summed per batch of 64,
                              averaged over batches), official preprocessing (facemogle.metrics.structure)
     mask_per_image           the same distance averaged per image (batch-size independent)
-    mask_splice_per_image    per image, with Splice's preprocessing (224 px, ImageNet normalisation)
+    mask_splice_per_image    per image, with Splice's preprocessing (224 px, ImageNet normalisation); only
+                             with dino_splice (on 64^2 faces it upsamples to 224 and costs most of the rest)
     text                     CLIP ViT-B/16 text score: mean of logit_scale.exp() * cos(image, first caption)
     image_reward             ImageReward-v1.0, mean over images
 
@@ -53,6 +54,7 @@ class PaperMetrics(nn.Module):
         dino: DinoKeys | None = None,
         image_reward: ImageRewardScorer | None = None,
         kid_seed: int = 42,
+        dino_splice: bool = False,
     ):
         super().__init__()
         self.inception, self.cmmd_clip, self.text_clip = inception, cmmd_clip, text_clip
@@ -64,7 +66,8 @@ class PaperMetrics(nn.Module):
         self.mask = self.mask_splice = None
         if dino is not None:
             self.mask = DinoStructureDistance(DinoKeys(dino.model, dino.layer, "official"))
-            self.mask_splice = DinoStructureDistance(DinoKeys(dino.model, dino.layer, "splice"))
+            if dino_splice:
+                self.mask_splice = DinoStructureDistance(DinoKeys(dino.model, dino.layer, "splice"))
         for module in (inception, cmmd_clip, text_clip, dino, image_reward):
             if module is not None:
                 module.requires_grad_(False).eval()
@@ -105,7 +108,8 @@ class PaperMetrics(nn.Module):
         if self.mask is not None and real_images is not None:
             real_images = real_images.float()
             self.mask.update(images, real_images)
-            self.mask_splice.update(images, real_images)
+            if self.mask_splice is not None:
+                self.mask_splice.update(images, real_images)
 
     def compute(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -116,7 +120,8 @@ class PaperMetrics(nn.Module):
         if self.mask is not None and int(self.mask.images) > 0:
             distance = self.mask.compute()
             out.update(mask=float(distance["official"]), mask_per_image=float(distance["per_image"]))
-            out["mask_splice_per_image"] = float(self.mask_splice.compute()["per_image"])
+            if self.mask_splice is not None:
+                out["mask_splice_per_image"] = float(self.mask_splice.compute()["per_image"])
         if self.text is not None and int(self.text.images) > 0:
             out["text"] = float(self.text.compute())
         if self.reward is not None and int(self.reward.images) > 0:
@@ -138,6 +143,7 @@ class PaperMetrics(nn.Module):
             out["cmmd"] = self.cmmd_clip.preprocessing
         if self.dino is not None:
             out["mask"] = f"layer {self.dino.layer} keys; " + self.mask.dino.preprocessing_text
+        if self.mask_splice is not None:
             out["mask_splice_per_image"] = (
                 f"layer {self.dino.layer} keys; " + self.mask_splice.dino.preprocessing_text
             )
@@ -157,4 +163,5 @@ def build_paper_metrics(config: PaperEvaluatorConfig) -> PaperMetrics:
         dino=load_dino(config.dino_path, config.dino_layer) if config.dino_path else None,
         image_reward=load_image_reward(config.image_reward_path) if config.image_reward_path else None,
         kid_seed=config.kid_seed,
+        dino_splice=config.dino_splice,
     )
