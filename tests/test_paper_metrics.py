@@ -4,6 +4,7 @@ itself where it is installed), the CLIP text score and CMMD, ImageReward's check
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -351,6 +352,7 @@ def test_cmmd_with_the_paper_embedding_is_zero_on_identical_sets_and_worse_when_
     real = images(16, 48)
     e = embed(real)
     torch.testing.assert_close(e.norm(dim=-1), torch.ones(16))
+    torch.testing.assert_close(torch.cat([embed(real[i : i + 3]) for i in range(0, 16, 3)]), e)
     values = []
     for amount in (0.0, 0.1, 0.5):
         metric = CMMD()
@@ -367,3 +369,13 @@ def test_parser_label_orders_of_the_common_face_parsers():
                   "neck_l.png", "cloth.png", "eye_g.png", "hat.png", "ear_r.png")  # fmt: skip
     mapping = label_map_for(early_copy)
     assert [PARTS[i] for i in mapping] == [name.removesuffix(".png") for name in early_copy]
+
+
+def test_the_standins_command_writes_every_model_in_its_real_format(tmp_path):
+    from experiments import paper_evaluators
+
+    paper_evaluators.main(["--out", str(tmp_path / "paper"), "--image-size", "32"])
+    manifest = json.loads((tmp_path / "paper" / "manifest.json").read_text())
+    assert manifest["trained"] is False and manifest["inception"]["num_features"] == 64
+    assert load_clean_inception(tmp_path / "paper").num_features == 64
+    assert load_dino(tmp_path / "paper" / "dino")(images(1, 32)).shape == (1, 17, 17)
