@@ -170,6 +170,14 @@ def test_splice_preprocessing_reads_224_pixels_normalised(dino_dir):
         load_dino(dino_dir / "missing")
 
 
+def test_dino_loads_with_dinos_layer_norm_eps_whatever_the_config_says(dino_dir, tmp_path):
+    vit = ViTModel.from_pretrained(dino_dir, add_pooling_layer=False)
+    vit.config.layer_norm_eps = 1e-12  # as the Hub's facebook/dino-* configs have it
+    vit.save_pretrained(tmp_path)
+    loaded = load_dino(tmp_path).model
+    assert loaded.config.layer_norm_eps == 1e-6 and loaded.layernorm.eps == 1e-6
+
+
 # --- clean-fid ---------------------------------------------------------------------------------------
 
 

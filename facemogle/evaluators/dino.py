@@ -30,6 +30,8 @@ from facemogle.evaluators.common import require_model_dir
 from facemogle.evaluators.parser import IMAGENET_MEAN, IMAGENET_STD
 
 DINO_PREPROCESSING = ("official", "splice")
+# DINO's ViTs use LayerNorm(eps=1e-6); the facebook/dino-* configs on the Hub say 1e-12
+DINO_LAYER_NORM_EPS = 1e-6
 SPLICE_SIZE = 224
 COSINE_EPS = 1e-8
 DINO_HINT = (
@@ -123,9 +125,11 @@ def _key_projection(block: nn.Module) -> nn.Linear:
 
 
 def load_dino(path: str | Path, layer: int | None = None, preprocessing: str = "official") -> DinoKeys:
-    """A DINO ViT from a local transformers directory (facebook/dino-vitb8: config.json and weights)."""
+    """A DINO ViT from a local transformers directory (facebook/dino-vitb8: config.json and weights), with
+    DINO's LayerNorm eps whatever the config says."""
     path = require_model_dir(path, "DINO ViT", DINO_HINT)
-    return DinoKeys(ViTModel.from_pretrained(path, add_pooling_layer=False), layer, preprocessing)
+    model = ViTModel.from_pretrained(path, add_pooling_layer=False, layer_norm_eps=DINO_LAYER_NORM_EPS)
+    return DinoKeys(model, layer, preprocessing)
 
 
 @dataclass
@@ -150,7 +154,7 @@ def build_small_dino(config: SmallDinoConfig | None = None, seed: int = 0) -> Vi
         num_attention_heads=config.heads,
         intermediate_size=4 * config.hidden_size,
         qkv_bias=True,
-        layer_norm_eps=1e-6,
+        layer_norm_eps=DINO_LAYER_NORM_EPS,
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
