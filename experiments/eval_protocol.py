@@ -43,15 +43,19 @@ def evaluator_paths(e: EvaluatorConfig, paper: PaperEvaluatorConfig | None) -> d
 
 
 def ours_preprocessing(e: EvaluatorConfig) -> dict[str, str]:
-    features = (
-        "the CLIP's projected image embedding" if e.features == "clip" else "Inception pool3 (torchmetrics)"
-    )
     resize = "bicubic antialiased resize to the model's input, its mean/std"
-    return {
-        "ours/fid_kid": f"torchmetrics FID / KID on {features}; {resize}",
-        "ours/cmmd_clip_score": f"the CLIP of clip_path; {resize}; CLIPScore on the first caption",
-        "ours/mask_miou": f"the face parser ({e.parser_label_order or 'its own label names'} order); {resize}",
-    }
+    features = (
+        f"the CLIP's projected image embedding; {resize}"
+        if e.features == "clip"
+        else "uint8, torch-fidelity's Inception-v3 pool3 (its own resize to 299)"
+    )
+    out = {"ours/fid_kid": f"torchmetrics FID / KID on {features}"}
+    if e.clip_path:
+        out["ours/cmmd_clip_score"] = f"the CLIP of clip_path; {resize}; CLIPScore on the first caption"
+    if e.parser_path:
+        order = e.parser_label_order or "its config's id2label"
+        out["ours/mask_miou"] = f"the face parser, classes in {order} order; {resize}"
+    return out
 
 
 def model_files(path: str | Path) -> list[Path]:
