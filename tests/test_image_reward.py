@@ -4,10 +4,12 @@ back through the checkpoint-key mapping, and its vision tower checked against BL
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from facemogle.evaluators.clip import CLIP_MEAN, CLIP_STD
 from facemogle.evaluators.image_reward import (
@@ -135,3 +137,23 @@ def test_missing_files_and_unknown_parameters_are_named_errors(reward_dir, tmp_p
     torch.save(state, copy / CHECKPOINT)
     with pytest.raises(ValueError, match=r"mlp.layers.0.bias missing"):
         load_image_reward(copy)
+
+
+def test_agrees_with_the_image_reward_package_on_the_real_checkpoint(tmp_path):
+    """Where the `image-reward` package is installed and FACEMOGLE_IMAGE_REWARD names a directory with
+    ImageReward-v1.0 as load_image_reward reads it (and bert-base-uncased is in the Hugging Face cache)."""
+    package = pytest.importorskip(
+        "ImageReward",
+        reason="the image-reward package is not installed (it needs timm, fairscale, torchvision)",
+    )
+    root = os.environ.get("FACEMOGLE_IMAGE_REWARD")
+    if not root:
+        pytest.skip(
+            "set FACEMOGLE_IMAGE_REWARD to a directory holding ImageReward.pt, med_config.json, tokenizer/"
+        )
+    reference = package.load(f"{root}/ImageReward.pt", device="cpu", med_config=f"{root}/med_config.json")
+    ours = load_image_reward(root)
+    x = images(4, 64)
+    pictures = [Image.fromarray(a) for a in (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()]
+    want = torch.tensor([reference.score(c, p) for c, p in zip(CAPTIONS, pictures, strict=True)])
+    torch.testing.assert_close(ours(x, CAPTIONS).double(), want.double(), rtol=1e-4, atol=1e-4)
