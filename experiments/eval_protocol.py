@@ -143,16 +143,18 @@ def _cell(value, fmt: str) -> str:
 
 
 def paper_table(results: dict[str, dict], labels: dict[str, str]) -> str:
-    """Face-MoGLE's Table 1 columns (its own evaluation's protocol), a row per mode."""
+    """Face-MoGLE's Table 1 columns (its own evaluation's protocol), a row per mode; a column no mode has
+    (its model not given) is left out."""
+    columns = [c for c in PAPER_COLUMNS if any(c[0] in v.get("paper", {}) for v in results.values())]
     lines = [
         "## Paper protocol (Face-MoGLE's src/eval)",
         "",
-        "| Mode | " + " | ".join(h for _, h, _ in PAPER_COLUMNS) + " |",
-        "|---|" + "---:|" * len(PAPER_COLUMNS),
+        "| Mode | " + " | ".join(h for _, h, _ in columns) + " |",
+        "|---|" + "---:|" * len(columns),
     ]
     for mode, values in results.items():
         paper = values.get("paper", {})
-        cells = [_cell(paper.get(key), fmt) for key, _, fmt in PAPER_COLUMNS]
+        cells = [_cell(paper.get(key), fmt) for key, _, fmt in columns]
         lines.append(f"| {labels.get(mode, mode)} | " + " | ".join(cells) + " |")
     lines += [
         "",
