@@ -17,18 +17,21 @@ BACKBONE_CONFIG ?= experiments/configs/backbone_tiny.yaml
 # stage 1's key=value overrides, e.g. BACKBONE_ARGS="flux.steps=1000 logger.kind=csv"
 BACKBONE_ARGS ?=
 EVALUATORS ?= checkpoints/evaluators/synthetic
+# The paper protocol's small stand-ins (DINO, clean-fid's Inception, ImageReward; random, seeded)
+PAPER_EVALUATORS ?= $(EVALUATORS)/paper
 CONFIG ?= experiments/configs/tiny.yaml
 EVALUATORS_CONFIG ?= experiments/configs/evaluators_synthetic.yaml
 RUN ?= runs/tiny
 ARGS ?=
 EVAL_N ?= 120
-# text (the mask dropped) against text+mask; add mask for the mask-only mode (README, Tuning log)
-EVAL_MODES ?= text,text+mask
-# The ablation study (`make ablate`): every variant x seed trained for ABLATE_STEPS steps.
+# all three of the paper's modes: text (the mask dropped here), mask, text+mask (README, Evaluation)
+EVAL_MODES ?= text,mask,text+mask
+# The ablation study (`make ablate`): every variant x seed trained for ABLATE_STEPS steps, the default's own
+# budget, on three seeds for confidence intervals (README, Ablation, for its wall time).
 ABLATE_RUNS ?= runs/ablate
 ABLATE_OUT ?= results/ablation
-ABLATE_STEPS ?= 600
-ABLATE_SEEDS ?= 0,1
+ABLATE_STEPS ?= 1250
+ABLATE_SEEDS ?= 0,1,2
 
 # The demo's address (`make demo`)
 DEMO_HOST ?= 127.0.0.1
@@ -81,7 +84,7 @@ benchmark: $(INSTALLED)
 
 data: $(DATA)/attributes.json
 backbone: $(BACKBONE)/model_index.json
-evaluators: $(EVALUATORS)/report.json
+evaluators: $(EVALUATORS)/report.json $(PAPER_EVALUATORS)/manifest.json
 train: $(RUN)/eval/test.json
 
 # The stages wait for the install without being redone when it is (order-only).
@@ -98,15 +101,21 @@ $(RUN)/export/config.yaml: $(BACKBONE)/model_index.json $(DATA)/attributes.json 
 	$(PYTHON) -m experiments.train --config $(CONFIG) run_dir=$(RUN) backbone.path=$(BACKBONE) data.root=$(DATA) \
 		eval.evaluators.clip_path=$(EVALUATORS)/clip eval.evaluators.parser_path=$(EVALUATORS)/parser $(ARGS)
 
-$(RUN)/eval/test.json: $(RUN)/export/config.yaml $(EVALUATORS)/report.json
+$(PAPER_EVALUATORS)/manifest.json: | $(INSTALLED)
+	$(PYTHON) -m experiments.paper_evaluators --out $(PAPER_EVALUATORS)
+
+# Our metrics and, beside them, the paper's (--protocol paper); its CLIP columns use the trained small CLIP.
+$(RUN)/eval/test.json: $(RUN)/export/config.yaml $(EVALUATORS)/report.json $(PAPER_EVALUATORS)/manifest.json
 	$(PYTHON) -m experiments.evaluate --run $(RUN) --split test --n $(EVAL_N) --modes $(EVAL_MODES) \
-		--clip $(EVALUATORS)/clip --parser $(EVALUATORS)/parser
+		--clip $(EVALUATORS)/clip --parser $(EVALUATORS)/parser --protocol paper \
+		--inception-torchscript $(PAPER_EVALUATORS)/inception-2015-12-05.pt --dino $(PAPER_EVALUATORS)/dino \
+		--image-reward $(PAPER_EVALUATORS)/image_reward --cmmd-clip $(EVALUATORS)/clip --text-clip $(EVALUATORS)/clip
 
 # The interactive demo of the run (trains it first when there is none); the run's config names its parser.
 demo: $(RUN)/export/config.yaml | $(INSTALLED)
 	$(PYTHON) -m experiments.demo --run $(RUN) --host $(DEMO_HOST) --port $(DEMO_PORT)
 
-# Resumable: finished runs are skipped, an interrupted one continues from its last checkpoint.
+# Resumable: finished stages are skipped, an interrupted run continues from its last checkpoint.
 ablate: $(BACKBONE)/model_index.json $(DATA)/attributes.json $(EVALUATORS)/report.json | $(INSTALLED)
 	$(PYTHON) -m experiments.ablate_gating --config $(CONFIG) --steps $(ABLATE_STEPS) --seeds $(ABLATE_SEEDS) \
 		--n $(EVAL_N) --runs $(ABLATE_RUNS) --out $(ABLATE_OUT) backbone.path=$(BACKBONE) data.root=$(DATA) \

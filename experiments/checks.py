@@ -41,6 +41,7 @@ RULES: list[Rule] = [
     ("train.optim.warmup_steps", *NON_NEGATIVE),
     ("train.optim.decay_steps", *NON_NEGATIVE),
     ("train.guidance", *POSITIVE),
+    ("train.gate_balance", *NON_NEGATIVE),
     ("train.sample.steps", *AT_LEAST_ONE),
     ("train.sample.guidance", *NON_NEGATIVE),
     ("train.sample.text_scale", *FINITE),

@@ -22,6 +22,7 @@ import torch
 
 from experiments.demo_core import EXAMPLES, Demo, example_masks, find_parser
 from experiments.demo_page import launch
+from experiments.prerequisites import require_run
 from experiments.run_io import load_run
 from facemogle.cli import run_cli
 
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    require_run(args.run, parser=args.parser)
     run = load_run(args.run)
     demo = Demo(run, find_parser(run, args.parser))
     launch(demo, example_masks(run, args.examples), args.host, args.port, block=True)

@@ -3,7 +3,8 @@
 Writes RUN_DIR/eval/SPLIT.json and SPLIT.md (experiments/evaluation.py says what they hold). Evaluator
 models are given by path: --clip DIR and --parser DIR (`make evaluators` trains the small synthetic ones
 into checkpoints/evaluators/synthetic/{clip,parser}); for real data --features inception --inception FILE
---clip DIR --parser DIR.
+--clip DIR --parser DIR. `--protocol paper` adds Face-MoGLE's own evaluation (Table 1's columns) with the
+models given by --inception-torchscript, --cmmd-clip, --text-clip, --dino and --image-reward.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import argparse
 
 from data_modules.split import SPLITS
-from experiments.evaluation import EvalSettings, evaluate_run
+from experiments.evaluation import PROTOCOLS, EvalSettings, evaluate_run
+from experiments.prerequisites import require_run
 from facemogle.cli import run_cli
 from facemogle.evaluators import EvaluatorConfig
+from facemogle.evaluators.config import PaperEvaluatorConfig
 from facemogle.metrics.suite import MetricsConfig
 from facemogle.sampling import MODES, TEXT_ONLY_CONDITIONS, check_modes
 
@@ -42,11 +45,41 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--features", default=EvaluatorConfig.features, help="FID/KID features: clip | inception")
     ap.add_argument("--clip", default=None, help="CLIP directory (none: no CLIP score / CMMD)")
     ap.add_argument("--parser", default=None, help="SegFormer face parser directory (none: no mask mIoU)")
-    ap.add_argument("--parser-label-order", default=None, help="celebamask-hq | face-parsing.pytorch")
+    ap.add_argument(
+        "--parser-label-order",
+        default=None,
+        help="celebamask-hq | jonathandinu/face-parsing | face-parsing.pytorch | bisenet",
+    )
     ap.add_argument("--inception", default=None, help="Inception weights file (--features inception)")
     ap.add_argument("--cache-dir", default="cache/eval", help="real-image feature cache ('' for none)")
     ap.add_argument("--kid-subset-size", type=int, default=MetricsConfig.kid_subset_size)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the run's config")
+    paper = ap.add_argument_group("the paper's protocol (--protocol paper)")
+    paper.add_argument(
+        "--protocol", choices=PROTOCOLS, default="ours", help="paper: also Face-MoGLE's own metrics"
+    )
+    paper.add_argument(
+        "--inception-torchscript", default=None, help="clean-fid's inception-2015-12-05.pt (FID, KID)"
+    )
+    paper.add_argument(
+        "--cmmd-clip", default=None, help="CLIP directory for CMMD (openai/clip-vit-large-patch14-336)"
+    )
+    paper.add_argument(
+        "--text-clip", default=None, help="CLIP directory for the text score (openai/clip-vit-base-patch16)"
+    )
+    paper.add_argument("--dino", default=None, help="DINO ViT directory for Mask (facebook/dino-vitb8)")
+    paper.add_argument(
+        "--dino-layer", type=int, default=None, help="the block whose keys are compared (default: last)"
+    )
+    paper.add_argument(
+        "--dino-splice",
+        action="store_true",
+        help="also Mask under Splice's preprocessing (224 px, ImageNet norm)",
+    )
+    paper.add_argument("--image-reward", default=None, help="ImageReward-v1.0 directory (IR)")
+    paper.add_argument(
+        "--kid-seed", type=int, default=PaperEvaluatorConfig.kid_seed, help="clean-fid KID subsets"
+    )
     return ap.parse_args(argv)
 
 
@@ -73,11 +106,25 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
         kid_subset_size=args.kid_subset_size,
         cache_dir=args.cache_dir or None,
         overrides=args.set,
+        protocol=args.protocol,
+        paper=PaperEvaluatorConfig(
+            inception_path=args.inception_torchscript,
+            cmmd_clip_path=args.cmmd_clip,
+            text_clip_path=args.text_clip,
+            dino_path=args.dino,
+            dino_layer=args.dino_layer,
+            dino_splice=args.dino_splice,
+            image_reward_path=args.image_reward,
+            kid_seed=args.kid_seed,
+        ),
     )
 
 
 def main(argv: list[str] | None = None) -> dict:
-    evaluation = evaluate_run(settings_from(parse_args(argv)))
+    args = parse_args(argv)
+    settings = settings_from(args)
+    require_run(args.run, clip=args.clip, parser=args.parser, data=True)
+    evaluation = evaluate_run(settings)
     print(evaluation.table)
     print(f"wrote {evaluation.json_path} and {evaluation.markdown_path}")
     return evaluation.results

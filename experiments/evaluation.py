@@ -8,6 +8,12 @@ is conditioned as `text_only_condition` says (default: the run's train.sample.te
 facemogle.sampling explains both); meta and the table record it. Real-image features are cached in
 `cache_dir`, keyed by the data, the resolution and the evaluator models, so they are computed once per
 data set.
+
+`protocol="paper"` also scores every mode as Face-MoGLE's own evaluation does (facemogle.metrics.paper:
+clean-fid FID / KID, CMMD, the DINO structure distance, the CLIP text score, ImageReward), under
+{mode: {"paper": {...}}}, and adds that table to SPLIT.md. Every JSON carries "protocol"
+(experiments.eval_protocol): the models with their files' sha256, preprocessing, resolution, face ids,
+sampler settings, seed and commit.
 """
 
 from __future__ import annotations
@@ -23,11 +29,21 @@ from tqdm import tqdm
 from data_modules.dataset import load_faces
 from data_modules.layouts import FaceRecord, scan
 from data_modules.split import SPLITS, split_records
+from experiments.eval_protocol import (
+    evaluator_paths,
+    models_record,
+    ours_preprocessing,
+    paper_table,
+    per_class_table,
+    protocol_record,
+)
 from experiments.run_io import LoadedRun, load_run
 from facemogle.atomic import atomic_write, atomic_write_json, atomic_write_text
 from facemogle.evaluators import EvaluatorConfig
+from facemogle.evaluators.config import PaperEvaluatorConfig
 from facemogle.face_parts import PARTS
 from facemogle.faces import Faces
+from facemogle.metrics.paper import PaperMetrics, PaperReal, build_paper_metrics
 from facemogle.metrics.suite import GenerationMetrics, MetricsConfig, RealFeatures, build_generation_metrics
 from facemogle.sampling import (
     MODES,
@@ -48,6 +64,7 @@ COLUMNS = (  # json key, table header, format
     ("n", "n", "{:d}"),
 )
 TEXT_ONLY_LABELS = {"background": "all-background mask", "none": "no condition tokens"}
+PROTOCOLS = ("ours", "paper")  # paper: Face-MoGLE's own evaluation beside ours
 
 
 @dataclass
@@ -65,6 +82,8 @@ class EvalSettings:
     kid_subset_size: int = MetricsConfig.kid_subset_size
     cache_dir: str | None = "cache/eval"  # real-image features; None: computed every time
     overrides: list[str] = field(default_factory=list)  # key=value overrides of the run's config
+    protocol: str = "ours"  # "paper": also Face-MoGLE's own metrics, with the models in `paper`
+    paper: PaperEvaluatorConfig = field(default_factory=PaperEvaluatorConfig)
 
     def __post_init__(self) -> None:
         self.modes = check_modes(self.modes, "modes")
@@ -72,6 +91,13 @@ class EvalSettings:
             raise ValueError(f"split {self.split!r}: expected one of {SPLITS}")
         if self.n is not None and self.n < 2:
             raise ValueError(f"n={self.n}: FID and KID need at least 2 faces")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {self.protocol!r}: expected one of {PROTOCOLS}")
+        if self.protocol == "paper" and not any(self.paper.paths().values()):
+            raise ValueError(
+                "protocol 'paper' needs at least one of the paper's models (--inception-torchscript, --cmmd-clip, "
+                "--text-clip, --dino, --image-reward)"
+            )
         if self.text_only_condition not in (None, *TEXT_ONLY_CONDITIONS):
             raise ValueError(
                 f"text_only_condition={self.text_only_condition!r}: expected one of {TEXT_ONLY_CONDITIONS}"
@@ -115,12 +141,21 @@ def evaluate_run(settings: EvalSettings) -> Evaluation:
         else None
     )
     add_real(metrics, faces.images, settings.batch_size, cache, device)
+    paper = None
+    if settings.protocol == "paper":
+        paper = build_paper_metrics(settings.paper).to(device)
+        paper_cache = (
+            paper_cache_file(Path(settings.cache_dir), records, data.resolution, settings.paper)
+            if settings.cache_dir
+            else None
+        )
+        add_paper_real(paper, faces.images, settings.batch_size, paper_cache, device)
 
     results = {}
     with tqdm(total=len(faces) * len(settings.modes), desc=f"evaluate {settings.split}", unit="face") as bar:
         for mode in settings.modes:
             bar.set_postfix_str(mode)
-            results[mode] = evaluate_mode(run, metrics, faces, mode, sampling, settings, device, bar)
+            results[mode] = evaluate_mode(run, metrics, faces, mode, sampling, settings, device, bar, paper)
 
     out_dir = Path(settings.run) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,30 +168,71 @@ def evaluate_run(settings: EvalSettings) -> Evaluation:
         "text_only_condition": sampling.text_only_condition if "text" in settings.modes else None,
         "evaluators": vars(settings.evaluators),
     }
+    protocol = protocol_record(
+        models=models_record(
+            evaluator_paths(settings.evaluators, settings.paper if settings.protocol == "paper" else None),
+            settings.cache_dir,
+        ),
+        preprocessing={**ours_preprocessing(settings.evaluators), **(paper.preprocessing() if paper else {})},
+        resolution=data.resolution,
+        split=settings.split,
+        ids=[r.key for r in records],
+        sample=vars(sampling),
+        seed=settings.seed,
+        protocol=settings.protocol,
+    )
     json_path, markdown_path = out_dir / f"{settings.split}.json", out_dir / f"{settings.split}.md"
-    atomic_write_json(json_path, {**results, "meta": meta}, indent=2)
+    atomic_write_json(json_path, {**results, "meta": meta, "protocol": protocol}, indent=2)
     title = f"{Path(settings.run).name}: {settings.split} split, {len(faces)} faces"
     table = markdown_table(results, title, sampling.text_only_condition)
+    if paper is not None:
+        table += "\n" + paper_table(results, mode_labels(results, sampling.text_only_condition))
+    table += "\n" + per_class_table(results)
     atomic_write_text(markdown_path, table)
     return Evaluation(results, table, json_path, markdown_path)
+
+
+def mode_labels(results: dict[str, dict], text_only_condition: str) -> dict[str, str]:
+    return {m: f"text ({TEXT_ONLY_LABELS[text_only_condition]})" if m == "text" else m for m in results}
 
 
 def real_cache_file(
     cache_dir: Path, records: list[FaceRecord], resolution: int, evaluators: EvaluatorConfig
 ) -> Path:
+    h = _records_digest(records, resolution)
+    h.update(f"{evaluators.features};".encode())
+    model = evaluators.clip_path if evaluators.features == "clip" else evaluators.inception_path
+    _digest_models(h, (model, evaluators.clip_path), "*.safetensors")
+    return cache_dir / f"real_{h.hexdigest()[:16]}.pt"
+
+
+def paper_cache_file(
+    cache_dir: Path, records: list[FaceRecord], resolution: int, paper: PaperEvaluatorConfig
+) -> Path:
+    """Where the real faces' clean-fid features and CMMD embeddings are cached, keyed like `real_cache_file`."""
+    h = _records_digest(records, resolution)
+    _digest_models(h, (paper.inception_path, paper.cmmd_clip_path), "*")
+    return cache_dir / f"paper_real_{h.hexdigest()[:16]}.pt"
+
+
+def _records_digest(records: list[FaceRecord], resolution: int):
     h = hashlib.sha256()
     for r in records:
         stat = Path(r.image).stat()
         h.update(f"{Path(r.image).resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    h.update(f"{resolution};{evaluators.features};".encode())
-    model = evaluators.clip_path if evaluators.features == "clip" else evaluators.inception_path
-    for path in (model, evaluators.clip_path):
-        weights = (
-            sorted(Path(path).glob("*.safetensors")) if path and Path(path).is_dir() else [Path(path or "")]
-        )
+    h.update(f"{resolution};".encode())
+    return h
+
+
+def _digest_models(h, paths, pattern: str) -> None:
+    """Each model's weight files (a directory's `pattern` files, or the file) by path and mtime into h."""
+    for path in paths:
+        if not path:
+            h.update(b"none;")  # not Path(""): the working directory's mtime would change the key
+            continue
+        weights = sorted(Path(path).glob(pattern)) if Path(path).is_dir() else [Path(path)]
         for w in weights:
             h.update(f"{w.resolve()}:{w.stat().st_mtime_ns if w.exists() else 0};".encode())
-    return cache_dir / f"real_{h.hexdigest()[:16]}.pt"
 
 
 def add_real(
@@ -178,6 +254,24 @@ def add_real(
         atomic_write(cache, lambda tmp: torch.save(features, tmp))
 
 
+def add_paper_real(paper: PaperMetrics, images: torch.Tensor, batch: int, cache: Path | None, device) -> None:
+    """As `add_real`, for the paper protocol's real-image features."""
+    if cache is not None and cache.is_file():
+        stored = torch.load(cache)
+        paper.add_real(PaperReal(_to(stored["features"], device), _to(stored["cmmd"], device)))
+        return
+    parts = [paper.extract_real(images[s : s + batch].to(device)) for s in range(0, len(images), batch)]
+    real = PaperReal(*(_cat([getattr(p, name) for p in parts]) for name in ("features", "cmmd")))
+    paper.add_real(real)
+    if cache is not None:
+        stored = {"features": _to(real.features, "cpu"), "cmmd": _to(real.cmmd, "cpu")}
+        atomic_write(cache, lambda tmp: torch.save(stored, tmp))
+
+
+def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    return None if parts[0] is None else torch.cat(parts)
+
+
 def _to(t: torch.Tensor | None, device) -> torch.Tensor | None:
     return None if t is None else t.to(device)
 
@@ -191,8 +285,11 @@ def evaluate_mode(
     settings: EvalSettings,
     device,
     bar,
+    paper: PaperMetrics | None = None,
 ) -> dict:
     metrics.reset()
+    if paper is not None:
+        paper.reset()
     run.pipeline.set_progress_bar_config(disable=True)
     for start in range(0, len(faces), settings.batch_size):
         part = faces[start : start + settings.batch_size]
@@ -204,11 +301,15 @@ def evaluate_mode(
             output_type="pt",
         )
         metrics.update(out.images, part.captions, labels)
+        if paper is not None:
+            paper.update(out.images, part.captions, part.images.to(device))
         bar.update(len(part))
     values = metrics.compute()
     result = {k: v for k, v in values.items() if not k.startswith("iou/")}
     result["n"] = len(faces)
     result["iou"] = {p: values[f"iou/{p}"] for p in PARTS if f"iou/{p}" in values}
+    if paper is not None:
+        result["paper"] = paper.compute()
     return result
 
 
@@ -221,8 +322,7 @@ def markdown_table(results: dict[str, dict], title: str, text_only_condition: st
         for key, _, fmt in COLUMNS:
             v = values.get(key)
             cells.append("–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v))
-        label = f"text ({TEXT_ONLY_LABELS[text_only_condition]})" if mode == "text" else mode
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {mode_labels(results, text_only_condition)[mode]} | " + " | ".join(cells) + " |")
     if "text" in results:
         lines += ["", f"text: `text_only_condition: {text_only_condition}` (facemogle.sampling)."]
     return "\n".join(lines) + "\n"

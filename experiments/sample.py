@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from data_modules.layouts import read_label_map
+from experiments.prerequisites import require_run
 from experiments.run_io import load_run
 from facemogle.cli import run_cli
 from facemogle.face_parts import CONDITION_MAPS
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     if not (args.prompt or args.mask or args.masks):
         p.error("give --prompt, --mask / --masks, or both")
 
+    require_run(args.run)
     run = load_run(args.run)
     pipe = run.pipeline
     pipe.set_progress_bar_config(disable=True)

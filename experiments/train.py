@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from experiments.checks import Sources
+from experiments.checks import Sources, check_config
 from experiments.config import load_config
+from experiments.prerequisites import require_config
 from experiments.training import train
 from facemogle.cli import run_cli
 
@@ -22,7 +23,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
     config = load_config(args.config, args.overrides)
-    train(config, resume=args.resume, sources=Sources(args.config, args.overrides))
+    sources = Sources(args.config, args.overrides)
+    check_config(config, sources)  # a bad value is named before anything is found missing
+    require_config(config)
+    train(config, resume=args.resume, sources=sources)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,37 @@ def own_and_global(region_weights: torch.Tensor) -> OwnAndGlobal:
     return OwnAndGlobal([PARTS[p] for p in present], own, mean[:, present, GLOBAL_EXPERT])
 
 
+def stacked_weights(gate_weights: list[torch.Tensor], batch: int, num_tokens: int) -> torch.Tensor:
+    """Per step (b, l, e), (b, 1, e) or (1, 1, e) as MoGLE applies them -> (b, s, l, e), each token's weights
+    divided by their sum: the share of each expert (a gate-less sum of e experts gives each 1 / e)."""
+    steps = [g.float().expand(batch, num_tokens, g.shape[-1]) for g in gate_weights]
+    weights = torch.stack(steps, dim=1)
+    return weights / weights.sum(-1, keepdim=True).clamp_min(1e-12)
+
+
+@dataclass
+class GateUsage:
+    """Over the faces: how the gate spreads the image tokens over the experts, per sampling step."""
+
+    load: torch.Tensor  # (s, e) mean share of each expert over every token
+    entropy: torch.Tensor  # (s,) mean per-token entropy of the shares (nats; log e when even)
+    region_weights: (
+        torch.Tensor
+    )  # (s, p, e) mean share per face region, over the faces that have it (nan: none)
+    region_entropy: torch.Tensor  # (s, p) mean per-token entropy per face region (nan: in no face)
+
+
+def gate_usage(weights: torch.Tensor, labels: torch.Tensor) -> GateUsage:
+    """weights (b, s, l, e) from `stacked_weights`; labels (b, H, W) the faces' label maps."""
+    entropy = -(weights * weights.clamp_min(1e-12).log()).sum(-1)  # (b, s, l)
+    steps = range(weights.shape[1])
+    regions = region_gate_weights([weights[:, s] for s in steps], labels)  # (b, s, p, e)
+    region_entropy = region_gate_weights([entropy[:, s, :, None] for s in steps], labels)[..., 0]  # (b, s, p)
+    return GateUsage(
+        weights.mean((0, 2)), entropy.mean((0, 2)), regions.nanmean(0), region_entropy.nanmean(0)
+    )
+
+
 def own_expert_weights(
     gate_weights: torch.Tensor, labels: torch.Tensor, expert_indices: Sequence[int]
 ) -> torch.Tensor:

@@ -24,6 +24,7 @@ from facemogle.backbone import FluxBackbone
 from facemogle.denoiser import Denoiser, flow_matching_loss
 from facemogle.encode import TextEmbeddings, encode_images, encode_prompts
 from facemogle.flow import TimestepSampling
+from facemogle.mogle import load_balancing_loss
 from facemogle.packing import image_ids
 from facemogle.sampling import SampleOutput, SampleSettings, sample
 from facemogle.seeding import derive_seed
@@ -52,6 +53,9 @@ class TrainConfig:
     # The guidance scale a guidance-distilled backbone (FLUX.1-dev) is trained at; the official Face-MoGLE
     # training passes 1.0. Backbones without a guidance embedding ignore it.
     guidance: float = 1.0
+    # Coefficient of the gate's load-balancing loss (facemogle.mogle.load_balancing_loss, Switch Transformer /
+    # ST-MoE), added to the flow-matching loss; 0 leaves the loss as the paper's.
+    gate_balance: float = 0.0
 
 
 @dataclass
@@ -127,6 +131,11 @@ class FaceMoGLEModule(L.LightningModule):
         n = b.x0.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/gate_entropy", gate_entropy(out.gate_weights), batch_size=n)
+        if self.denoiser.mogle.config.routes:
+            balance = load_balancing_loss(out.gate_weights)
+            self.log("train/gate_balance_loss", balance, batch_size=n)
+            if self.config.gate_balance > 0:
+                return loss + self.config.gate_balance * balance
         return loss
 
     def step_generator(self, batch_idx: int) -> torch.Generator:

@@ -67,6 +67,11 @@ class MoGLEConfig:
     def num_experts(self) -> int:
         return len(self.expert_indices)
 
+    @property
+    def routes(self) -> bool:
+        """Whether a gate distributes the tokens over more than one expert (what load balancing acts on)."""
+        return self.gate != "none" and self.num_experts > 1
+
     def expert_scale(self, scales: Mapping[str, float] | None) -> torch.Tensor | None:
         """{"hair": 1.5, "global": 0.8} -> an (num_experts,) multiplier of the active experts' gate weights,
         1 for a region not named; None for no scales. Names: facemogle.face_parts.CONDITION_MAPS."""
@@ -207,3 +212,17 @@ class MoGLE(nn.Module):
         if self.config.gate == "scalar":
             weights = weights.mean(dim=1, keepdim=True)  # (b, 1, e)
         return weights
+
+
+def load_balancing_loss(weights: torch.Tensor) -> torch.Tensor:
+    """Switch Transformer's auxiliary load-balancing loss (Fedus et al. 2021, eq. 4; ST-MoE keeps it):
+    e * sum_i f_i * P_i over the experts i, with f_i the share of tokens whose largest weight is expert i
+    and P_i the mean weight on expert i. It is 1 when the load is even and e when every token picks one
+    expert with weight 1; only P_i carries a gradient, as in the paper, since f_i counts an argmax.
+
+    weights: (b, l, e), (b, 1, e) or (1, 1, e) mixture weights that sum to 1 over e."""
+    w = weights.float().flatten(0, -2)  # (tokens, e)
+    e = w.shape[-1]
+    share = F.one_hot(w.argmax(-1), e).float().mean(0)  # (e,) f_i
+    mean_weight = w.mean(0)  # (e,) P_i
+    return e * (share * mean_weight).sum()

@@ -266,9 +266,12 @@ class FaceMoGLEPipeline(DiffusionPipeline):
                 on_step=self._step_callback(bar, callback_on_step_end, callback_on_step_end_tensor_inputs),
             )
         self.maybe_free_model_hooks()
-        gates = torch.stack(out.gate_weights, dim=1) if out.gate_weights else None
-        with_mask = gates is not None and labels is not None
-        region = region_gate_weights(out.gate_weights, labels) if with_mask else None
+        f = 2 * self.backbone.vae_scale_factor  # pixels a packed token covers
+        per_token = [
+            g.expand(out.images.shape[0], (size[0] // f) * (size[1] // f), -1) for g in out.gate_weights
+        ]
+        gates = torch.stack(per_token, dim=1) if per_token else None  # a scalar or static gate's, per token
+        region = region_gate_weights(per_token, labels) if gates is not None and labels is not None else None
         images = _postprocess(out.images, output_type)
         result = FaceMoGLEPipelineOutput(images, gates, region, labels, out.sigmas, out.text_only_condition)
         return result if return_dict else result.to_tuple()

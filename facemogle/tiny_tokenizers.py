@@ -1,8 +1,8 @@
 """Tokenizers for the tiny FLUX, built offline and deterministically from a caption corpus.
 
 CLIP's tokenizer is a byte-level BPE (any string encodes) handed to `CLIPTokenizer`; T5's is a Unigram
-model handed to `T5Tokenizer`, so both save and reload as the real ones do (transformers' fast
-tokenizers). The vocabularies are built here rather than with the `tokenizers` trainers, whose tie
+model handed to `T5Tokenizer`; BERT's (the small ImageReward's) a WordPiece vocabulary handed to
+`BertTokenizer`; all save and reload as the real ones do (transformers' fast tokenizers). The vocabularies are built here rather than with the `tokenizers` trainers, whose tie
 breaking follows Rust hash-map order and so differs from process to process: the frequent corpus words
 become whole tokens (most frequent first, ties alphabetical), everything else falls back to characters.
 """
@@ -15,10 +15,11 @@ from collections import Counter
 from collections.abc import Iterable
 
 from tokenizers import pre_tokenizers
-from transformers import CLIPTokenizer, T5Tokenizer
+from transformers import BertTokenizer, CLIPTokenizer, T5Tokenizer
 
 CLIP_SPECIAL = {"bos": "<|startoftext|>", "eos": "<|endoftext|>"}
 T5_SPECIAL = {"pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
+BERT_SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 END = "</w>"  # CLIP's end-of-word suffix
 
 # The words of face descriptions in the MM-CelebA-HQ style: the default training corpus.
@@ -85,3 +86,17 @@ def build_t5_tokenizer(vocab_size: int = 2048, corpus: Iterable[str] | None = No
             vocab.append((word, math.log(counts[word] / total)))
             known.add(word)
     return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=max_length)
+
+
+def build_bert_tokenizer(vocab_size: int = 1024, corpus: Iterable[str] | None = None) -> BertTokenizer:
+    """WordPiece, lower case: BERT's special tokens, printable characters alone and as word pieces (##c),
+    then the frequent corpus words whole."""
+    pre = pre_tokenizers.BertPreTokenizer()
+    chars = sorted(set(string.printable.strip().lower()))
+    vocab = {token: i for i, token in enumerate([*BERT_SPECIAL, *chars, *(f"##{c}" for c in chars)])}
+    words = [piece for line in _corpus(corpus) for piece, _ in pre.pre_tokenize_str(line.lower())]
+    for word in _ranked(words):
+        if len(vocab) >= vocab_size:
+            break
+        vocab.setdefault(word, len(vocab))
+    return BertTokenizer(vocab=vocab, do_lower_case=True)

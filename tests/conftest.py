@@ -1,5 +1,6 @@
 """Fixtures several test modules share: the tiny FLUX and its inputs, and, built once per session, a run
-workspace (synthetic faces, a saved tiny FLUX, their latent caches) and untrained small evaluators."""
+workspace (synthetic faces, a saved tiny FLUX, their latent caches), untrained small evaluators and the
+paper protocol's stand-ins."""
 
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import torch
 
 from facemogle.backbone import TinyFluxConfig, tiny_flux
 from facemogle.encode import TextEmbeddings
+from facemogle.evaluators.standins import write_standins
 from facemogle.packing import image_ids
 from tests.run_fixtures import write_evaluators, write_workspace
 
@@ -48,3 +50,10 @@ def workspace(tmp_path_factory) -> Path:
 def evaluators(tmp_path_factory) -> Path:
     """clip/ and parser/: untrained small evaluator models, saved as `make evaluators` saves trained ones."""
     return write_evaluators(tmp_path_factory.mktemp("evaluators"))
+
+
+@pytest.fixture(scope="session")
+def paper_standins(tmp_path_factory) -> Path:
+    """dino/, inception-2015-12-05.pt and image_reward/: the paper protocol's stand-ins for 64^2 faces, as
+    `make evaluators` writes them."""
+    return write_standins(tmp_path_factory.mktemp("paper_standins"), image_size=64)

@@ -14,6 +14,8 @@ from experiments.config import load_config
 from experiments.run_io import export_run
 from facemogle.backbone import save_flux
 from facemogle.evaluators import load_clip, load_face_parser
+from facemogle.evaluators.common import file_digest
+from facemogle.face_parts import PARTS
 
 
 @pytest.fixture
@@ -50,7 +52,7 @@ def test_evaluate_writes_json_and_table_and_reuses_real_features(backbone, evalu
         *("--cache-dir", str(tmp_path / "cache"), "--device", "cpu"),
     ]
     first = evaluate.main(argv)
-    assert len(list((tmp_path / "cache").iterdir())) == 1
+    assert len(list((tmp_path / "cache").glob("real_*.pt"))) == 1  # beside digests.json, the models' sha256
     second = evaluate.main(argv)  # real features from the cache
     report = json.loads((tmp_path / "run" / "eval" / "test.json").read_text())
     for mode in ("mask", "text+mask"):
@@ -87,3 +89,68 @@ def test_evaluate_records_how_the_text_mode_was_conditioned(backbone, evaluator_
 def test_evaluate_rejects_unknown_modes(tmp_path):
     with pytest.raises(ValueError, match="--modes"):
         evaluate.main(["--run", str(tmp_path), "--modes", "text,sketch"])
+
+
+def test_evaluate_with_the_paper_protocol_writes_table_1_and_a_protocol_record(
+    backbone, evaluator_dirs, paper_standins, tmp_path
+):
+    data = write_synthetic(tmp_path / "faces", n=8, size=64, seed=0)
+    overrides = [f"backbone.path={save_flux(backbone, tmp_path / 'flux')}", f"run_dir={tmp_path / 'run'}"]
+    config = load_config(
+        overrides=[
+            *overrides,
+            f"data.root={data}",
+            "data.split.protocol=fraction",
+            "data.split.test_fraction=0.5",
+        ]
+    )
+    export_run(config.run_dir, config, build_module(config).denoiser)
+    clip_dir, parser_dir = evaluator_dirs
+    argv = [
+        *("--run", config.run_dir, "--split", "test", "--n", "3", "--modes", "text,mask,text+mask"),
+        *("--steps", "1", "--batch-size", "2", "--clip", str(clip_dir), "--parser", str(parser_dir)),
+        *("--cache-dir", str(tmp_path / "cache"), "--device", "cpu", "--protocol", "paper"),
+        *("--inception-torchscript", str(paper_standins / "inception-2015-12-05.pt")),
+        *("--cmmd-clip", str(clip_dir), "--text-clip", str(clip_dir), "--dino", str(paper_standins / "dino")),
+        *("--image-reward", str(paper_standins / "image_reward"), "--dino-splice"),
+    ]
+    first = evaluate.main(argv)
+    second = evaluate.main(argv)  # the paper's real features from the cache
+    report = json.loads((tmp_path / "run" / "eval" / "test.json").read_text())
+    columns = {
+        "fid",
+        "kid",
+        "cmmd",
+        "mask",
+        "mask_per_image",
+        "mask_splice_per_image",
+        "text",
+        "image_reward",
+    }
+    for mode in ("text", "mask", "text+mask"):
+        assert set(report[mode]["paper"]) == columns
+        for key, value in first[mode]["paper"].items():
+            assert second[mode]["paper"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), (mode, key)
+        assert set(report[mode]["iou"]) <= set(PARTS)
+    protocol = report["protocol"]
+    assert protocol["protocol"] == "paper" and protocol["images"] == 3 and len(protocol["ids"]) == 3
+    assert protocol["sample"]["steps"] == 1 and protocol["seed"] == 0 and protocol["resolution"] == 64
+    assert len(protocol["commit"]) == 40 and isinstance(protocol["dirty"], bool)
+    dino_files = protocol["models"]["paper/dino"]["files"]
+    assert set(dino_files) == {"config.json", "model.safetensors"} and all(
+        len(h) == 64 for h in dino_files.values()
+    )
+    assert protocol["models"]["paper/inception"]["files"]["inception-2015-12-05.pt"] == file_digest(
+        paper_standins / "inception-2015-12-05.pt"
+    )
+    assert (
+        "299x299" in protocol["preprocessing"]["fid_kid"] and "no resize" in protocol["preprocessing"]["mask"]
+    )
+    table = (tmp_path / "run" / "eval" / "test.md").read_text()
+    assert "| Mode | FID ↓ | KID ×10³ ↓ | CMMD ↓ | Mask ↓ | Text ↑ | IR ↑ |" in table
+    assert "| mask |" in table and "## Parser IoU per part" in table
+
+
+def test_the_paper_protocol_without_its_models_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="protocol 'paper' needs at least one of the paper's models"):
+        evaluate.main(["--run", str(tmp_path), "--protocol", "paper"])

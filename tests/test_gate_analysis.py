@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from facemogle.face_parts import NUM_CONDITION_MAPS, PART_INDEX
-from facemogle.gate_analysis import GLOBAL_EXPERT, own_and_global, region_gate_weights, token_regions
+from facemogle.gate_analysis import (
+    GLOBAL_EXPERT,
+    gate_usage,
+    own_and_global,
+    region_gate_weights,
+    stacked_weights,
+    token_regions,
+)
 
 
 def test_each_token_reads_the_part_under_it():
@@ -35,3 +42,22 @@ def test_own_and_global_average_the_faces_where_a_region_is_present():
 def test_own_and_global_need_all_twenty_experts():
     with pytest.raises(ValueError, match="gate over 19 experts"):
         own_and_global(torch.rand(1, 2, 19, 19))
+
+
+def test_gate_usage_gives_each_experts_share_and_the_entropy_per_step_and_region():
+    hair, skin = PART_INDEX["hair"], PART_INDEX["skin"]
+    labels = torch.full((1, 2, 2), skin)
+    labels[0, 0] = hair  # the top two tokens
+    picked = torch.tensor(
+        [[[1.0, 0.0], [1.0, 0.0], [0.5, 0.5], [0.5, 0.5]]]
+    )  # (b, l, e): hair picks expert 0
+    ungated = torch.ones(1, 1, 2)  # a plain sum: each of the 2 experts a half
+    weights = stacked_weights([picked, ungated], batch=1, num_tokens=4)
+    assert weights.shape == (1, 2, 4, 2)
+    usage = gate_usage(weights, labels)
+    torch.testing.assert_close(usage.load, torch.tensor([[0.75, 0.25], [0.5, 0.5]]))
+    log2 = torch.log(torch.tensor(2.0))
+    torch.testing.assert_close(usage.entropy, torch.stack([log2 / 2, log2]))
+    torch.testing.assert_close(usage.region_weights[0, hair], torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(usage.region_entropy[:, skin], torch.stack([log2, log2]))
+    assert usage.region_entropy[:, PART_INDEX["hat"]].isnan().all()

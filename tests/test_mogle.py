@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facemogle.mogle import MoGLE, MoGLEConfig
+from facemogle.mogle import MoGLE, MoGLEConfig, load_balancing_loss
 
 
 def inputs(b=2, l=16, d=64, seed=0):
@@ -142,3 +142,28 @@ def test_expert_scale_strengthens_one_region_expert():
 def test_unknown_variant_is_an_error_naming_the_key():
     with pytest.raises(ValueError, match="mogle.gate='topk'"):
         MoGLEConfig(gate="topk")
+
+
+def test_load_balancing_loss_is_e_times_the_dot_of_top_expert_shares_and_mean_weights():
+    # 4 tokens over 2 experts: tokens 0, 1, 3 pick expert 0, token 2 expert 1 -> f = (3/4, 1/4);
+    # mean weights P = (0.6, 0.4); loss = 2 * (3/4 * 0.6 + 1/4 * 0.4) = 1.1
+    weights = torch.tensor([[[0.9, 0.1], [0.7, 0.3], [0.2, 0.8], [0.6, 0.4]]])
+    assert load_balancing_loss(weights).item() == pytest.approx(1.1)
+    assert load_balancing_loss(torch.full((2, 8, 20), 1 / 20)).item() == pytest.approx(1.0)  # even load
+    collapsed = F.one_hot(torch.zeros(2, 8, dtype=torch.long), 20).float()
+    assert load_balancing_loss(collapsed).item() == pytest.approx(20.0)
+
+
+def test_load_balancing_loss_pushes_weight_off_the_overloaded_expert():
+    logits = torch.tensor([[[2.0, 0.0], [1.0, 0.0], [0.5, 0.0]]], requires_grad=True)
+    (grad,) = torch.autograd.grad(load_balancing_loss(logits.softmax(-1)), logits)
+    assert (grad[..., 0] > 0).all() and (grad[..., 1] < 0).all()  # descent lowers expert 0's share
+
+
+@pytest.mark.parametrize(
+    "gate, expert_set, routes",
+    [("dynamic", "all", True), ("scalar", "all", True), ("static", "local", True), ("none", "all", False)]
+    + [("dynamic", "global", False)],
+)
+def test_only_a_gate_over_several_experts_routes(gate, expert_set, routes):
+    assert MoGLEConfig(gate=gate, expert_set=expert_set).routes is routes

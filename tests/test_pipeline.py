@@ -211,3 +211,11 @@ def test_the_flux_dev_path_samples_in_bf16_with_its_guidance_embedding(dev_run, 
         and reloaded.mogle.mogle.experts.w1.dtype == torch.float32
     )
     torch.testing.assert_close(call(reloaded, PROMPT, labels).images, out.images, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("gate", ["scalar", "static", "none"])
+def test_a_gate_without_per_token_weights_still_gives_per_token_gate_maps(backbone, labels, gate):
+    pipe = FaceMoGLEPipeline.from_backbone(backbone, FaceMoGLEAdapter({"gate": gate}), 64, SampleSettings())
+    pipe.set_progress_bar_config(disable=True)
+    out = call(pipe, PROMPT, labels)
+    assert out.gate_weights.shape == (2, 2, 64, 20) and out.region_gate.shape == (2, 2, 19, 20)

@@ -1,3 +1,5 @@
+import csv
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -53,6 +55,21 @@ def test_a_run_writes_checkpoints_export_and_metrics(workspace, tmp_path):
     assert "train/loss" in (run / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert all("lora_" in k or k.startswith("denoiser.mogle.") for k in ckpt["state_dict"])
+
+
+def test_the_gate_balance_loss_is_logged_and_only_a_positive_coefficient_trains_on_it(workspace, tmp_path):
+    runs = {c: tmp_path / f"balance{c}" for c in (0.0, 5.0)}
+    for coefficient, run in runs.items():
+        train(tiny_config(workspace, run, 1, f"train.gate_balance={coefficient}"))
+    rows = {}
+    for coefficient, run in runs.items():
+        with (run / "logs" / "version_0" / "metrics.csv").open() as f:
+            rows[coefficient] = next(r for r in csv.DictReader(f) if r["train/loss"])
+    assert float(rows[0.0]["train/gate_balance_loss"]) >= 1.0  # 1 only with a perfectly even load
+    assert rows[0.0]["train/loss"] == rows[5.0]["train/loss"]  # the flow-matching loss, before the update
+    gates = {c: load_file(run / "export" / "mogle.safetensors") for c, run in runs.items()}
+    assert not torch.equal(gates[0.0]["gate.mlp.2.weight"], gates[5.0]["gate.mlp.2.weight"])
+    assert torch.equal(gates[0.0]["experts.w1"], gates[5.0]["experts.w1"])  # the loss reads the gate only
 
 
 def test_a_run_without_cached_text_encodes_each_batch_captions(workspace, tmp_path):

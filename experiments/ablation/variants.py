@@ -1,10 +1,10 @@
-"""The ablation's variants: each is a few `model.mogle` overrides of an ordinary training config.
+"""The ablation's variants: each is a few overrides of an ordinary training config (experiments/configs/tiny.yaml,
+whose experts are residual), plus one reference row that needs no training.
 
-All three MoGLE keys are set by every variant, so a user config that changes one of them cannot turn
-"full" into something else. The plain-condition baseline needs no model code of its own: one
-identity expert over the global colour map with no gate passes that map's packed VAE latent through
-unchanged, so the condition tokens are the colour mask alone (OminiControl's spatial condition) and
-only LoRA trains.
+Every variant sets all of VARIANT_KEYS, so a user config that changes one of them cannot turn "full" into
+something else. The plain-condition baseline needs no model code of its own: one identity expert over the
+global colour map with no gate passes that map's packed VAE latent through unchanged, so the condition
+tokens are the colour mask alone (OminiControl's spatial condition) and only LoRA trains.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MOGLE_KEYS = ("model.mogle.gate", "model.mogle.experts", "model.mogle.expert_set")
+BALANCE_KEY = "train.gate_balance"
+VARIANT_KEYS = (*MOGLE_KEYS, BALANCE_KEY)
+# Switch Transformer's and ST-MoE's auxiliary-loss coefficient (alpha = 1e-2 in both papers)
+BALANCE_COEFFICIENT = 0.01
 
 
 @dataclass(frozen=True)
@@ -21,30 +25,46 @@ class Variant:
     gate: str
     experts: str
     expert_set: str
+    gate_balance: float = 0.0
 
     @property
     def overrides(self) -> list[str]:
-        return [
-            f"{k}={v}" for k, v in zip(MOGLE_KEYS, (self.gate, self.experts, self.expert_set), strict=True)
-        ]
+        values = (self.gate, self.experts, self.expert_set, self.gate_balance)
+        return [f"{k}={v}" for k, v in zip(VARIANT_KEYS, values, strict=True)]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A row read from another variant's runs in another sampling mode: no training of its own."""
+
+    name: str
+    description: str
+    source: str  # the variant whose runs are sampled
+    mode: str  # facemogle.sampling mode
 
 
 VARIANTS = {
     v.name: v
     for v in (
-        Variant("full", "global + local MLP experts, dynamic gate", "dynamic", "mlp", "all"),
+        Variant(
+            "full",
+            "Face-MoGLE: global + 19 local residual experts, dynamic gate",
+            "dynamic",
+            "residual",
+            "all",
+        ),
+        # A gate over a single expert always gives it weight 1, so it is left out.
+        Variant("global_only", "the global expert alone", "none", "residual", "global"),
+        Variant("local_only", "the 19 local experts, dynamic gate", "dynamic", "residual", "local"),
         Variant(
             "scalar_gate",
             "gate averaged over tokens: one weight per expert and image",
             "scalar",
-            "mlp",
+            "residual",
             "all",
         ),
-        Variant("static_gate", "learned fixed expert weights", "static", "mlp", "all"),
-        Variant("no_gate", "plain sum of the 20 MLP experts", "none", "mlp", "all"),
-        # A gate over a single expert always gives it weight 1, so it is left out.
-        Variant("global_only", "the global expert alone", "none", "mlp", "global"),
-        Variant("local_only", "the 19 local experts, dynamic gate", "dynamic", "mlp", "local"),
+        Variant("static_gate", "learned fixed expert weights", "static", "residual", "all"),
+        Variant("no_gate", "plain sum of the 20 experts", "none", "residual", "all"),
         Variant(
             "identity_experts",
             "no experts: the gate mixes the 20 condition latents",
@@ -66,14 +86,34 @@ VARIANTS = {
             "identity",
             "global",
         ),
+        Variant("mlp_experts", "the paper's experts: plain MLPs, not residual", "dynamic", "mlp", "all"),
+        Variant(
+            "balanced",
+            f"full + the gate's load-balancing loss (Switch Transformer, coefficient {BALANCE_COEFFICIENT})",
+            "dynamic",
+            "residual",
+            "all",
+            BALANCE_COEFFICIENT,
+        ),
     )
 }
 
+REFERENCES = {
+    "mask_dropped": Reference(
+        "mask_dropped",
+        "full sampled from its captions alone, with no condition tokens (the bare backbone)",
+        "full",
+        "text",
+    ),
+}
+
 # Face-MoGLE paper (arXiv 2509.00428), Tables 3-5, MM-CelebA-HQ, for reference only:
-# variant -> (the paper's name for it, (FID, KID, Mask, Text)).
+# variant -> (the paper's name for it, (FID, KID, Mask, Text)). The paper's experts are MLPs.
 PAPER_COLUMNS = ("FID", "KID", "Mask", "Text")
+_PAPER_FULL = (22.24, 10.87, 2.44, 26.32)
 PAPER = {
-    "full": ("full (Tables 3-5)", (22.24, 10.87, 2.44, 26.32)),
+    "full": ("full, with MLP experts (Tables 3-5)", _PAPER_FULL),
+    "mlp_experts": ("full (Tables 3-5)", _PAPER_FULL),
     "scalar_gate": ("scalar gate (Table 4)", (43.48, 30.58, 4.74, 26.72)),
     "static_gate": ("static weights (Table 4)", (25.74, 13.12, 2.37, 26.53)),
     "no_gate": ("experts only (Table 5)", (26.55, 14.87, 3.20, 26.38)),

@@ -5,7 +5,14 @@
     clip.py       CLIPModel + CLIPProcessor in a local transformers directory; `ClipEmbedder` gives image /
                   text embeddings (also the FID/KID features for synthetic data, CLIPScore's and CMMD's model)
     inception.py  FID's standard network from a local weights file (needs the `gpu` extra: torch-fidelity)
-    config.py     EvaluatorConfig: where the models are (no defaults: a missing model is a named error)
+    config.py     EvaluatorConfig / PaperEvaluatorConfig: where the models are (no defaults: a missing model
+                  is a named error)
+    the paper's own evaluation (facemogle.metrics.paper):
+    clean_inception.py  clean-fid's resize and torchscript Inception features (inception-2015-12-05.pt)
+    paper_clip.py       the CLIP text score and CMMD embedding with the reference code's preprocessing
+    dino.py             DINO ViT keys and their self-similarity (the Mask column's structure distance)
+    image_reward.py     ImageReward-v1.0 on transformers' BLIP classes, from its own checkpoint
+    standins.py         small stand-ins of those models for the embedded default
     lit_modules.py the LightningModules that train the small parser and CLIP (experiments.train_evaluators)
 
 Every extractor maps float images in [0, 1], (b, 3, H, W), to features (b, num_features).
@@ -20,7 +27,12 @@ from facemogle.evaluators.clip import (
     load_clip,
     save_clip,
 )
-from facemogle.evaluators.config import FEATURE_EXTRACTORS, EvaluatorConfig, build_feature_extractor
+from facemogle.evaluators.config import (
+    FEATURE_EXTRACTORS,
+    EvaluatorConfig,
+    PaperEvaluatorConfig,
+    build_feature_extractor,
+)
 from facemogle.evaluators.inception import INCEPTION_FILE, InceptionFeatures, load_inception
 from facemogle.evaluators.parser import (
     FACE_PARSING_PYTORCH_ORDER,
@@ -46,6 +58,7 @@ __all__ = [
     "LABEL_ORDERS",
     "ClipEmbedder",
     "EvaluatorConfig",
+    "PaperEvaluatorConfig",
     "FaceParser",
     "InceptionFeatures",
     "SmallClipConfig",

@@ -22,7 +22,7 @@ class EvaluatorConfig:
 
     clip_path: str | None = None  # None: no CLIP score / CMMD
     parser_path: str | None = None  # None: no mask consistency
-    parser_label_order: str | None = None  # None | "celebamask-hq" | "face-parsing.pytorch"
+    parser_label_order: str | None = None  # None (id2label names) | a key of parser.LABEL_ORDERS
     features: str = "clip"  # FID / KID features: "clip" (clip_path's image tower) | "inception"
     inception_path: str | None = None  # features="inception": pt_inception-2015-12-05-6726825d.pth
 
@@ -48,3 +48,30 @@ def build_feature_extractor(
             )
         return clip
     raise ValueError(f"feature extractor {kind!r} is not one of {FEATURE_EXTRACTORS}")
+
+
+@dataclass
+class PaperEvaluatorConfig:
+    """The models of Face-MoGLE's own evaluation (src/eval/), by local path; None leaves that column out.
+    Real data: inception_path clean-fid's inception-2015-12-05.pt, cmmd_clip_path openai/clip-vit-large-patch14-336,
+    text_clip_path openai/clip-vit-base-patch16, dino_path facebook/dino-vitb8, image_reward_path a directory
+    with ImageReward-v1.0 (facemogle.evaluators.image_reward). The embedded default: `make evaluators` writes
+    small stand-ins of the same classes (facemogle.evaluators.standins)."""
+
+    inception_path: str | None = None  # FID / KID (clean-fid)
+    cmmd_clip_path: str | None = None  # CMMD
+    text_clip_path: str | None = None  # the text score
+    dino_path: str | None = None  # Mask: DINO structure distance
+    dino_layer: int | None = None  # None: the last block (11 in ViT-B/8, the official layer)
+    dino_splice: bool = False  # also the distance under Splice's preprocessing (224 px, ImageNet mean/std)
+    image_reward_path: str | None = None  # IR
+    kid_seed: int = 42  # the official evaluation's seed_everything(42)
+
+    def paths(self) -> dict[str, str | None]:
+        return {
+            "inception": self.inception_path,
+            "cmmd_clip": self.cmmd_clip_path,
+            "text_clip": self.text_clip_path,
+            "dino": self.dino_path,
+            "image_reward": self.image_reward_path,
+        }

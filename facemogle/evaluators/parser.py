@@ -20,14 +20,19 @@ from transformers import SegformerConfig, SegformerForSemanticSegmentation
 from facemogle.evaluators.common import MAKE_EVALUATORS, normalise_images, require_model_dir
 from facemogle.face_parts import NUM_PARTS, PARTS
 
-# face-parsing.PyTorch (BiSeNet) and checkpoints trained with its data preparation use this order.
+# face-parsing.PyTorch (zllrunning's BiSeNet) and checkpoints trained with its data preparation use this order.
 FACE_PARSING_PYTORCH_ORDER: tuple[str, ...] = (
     "background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
     "nose", "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat",
 )  # fmt: skip
+# The label orders of the common face parsers, by name. jonathandinu/face-parsing (a SegFormer) lists
+# CelebAMask-HQ's own order in its config's id2label; an early copy of it named the classes "skin.png", ...
+# in another order, which the names (read from id2label when no order is given) sort out.
 LABEL_ORDERS: dict[str, tuple[str, ...]] = {
     "celebamask-hq": PARTS,
+    "jonathandinu/face-parsing": PARTS,
     "face-parsing.pytorch": FACE_PARSING_PYTORCH_ORDER,
+    "bisenet": FACE_PARSING_PYTORCH_ORDER,
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,7 +81,9 @@ class FaceParser(nn.Module):
 
 
 def label_map_for(order: Sequence[str], source: str = "label order") -> list[int]:
-    """Part names in checkpoint order -> facemogle index of each."""
+    """Part names in checkpoint order (a ".png" suffix, as mask file names carry it, is ignored) ->
+    facemogle index of each."""
+    order = [name.removesuffix(".png") for name in order]
     unknown = [name for name in order if name not in PARTS]
     if unknown or sorted(order) != sorted(PARTS):
         raise ValueError(
@@ -89,7 +96,8 @@ def load_face_parser(path: str | Path, label_order: str | Sequence[str] | None =
     """A SegFormer face parser from a local directory.
 
     label_order: None reads class names from the config's id2label (generic LABEL_k names mean facemogle's
-    order); a name in LABEL_ORDERS ("face-parsing.pytorch", "celebamask-hq"); or 19 part names.
+    order); a name in LABEL_ORDERS ("celebamask-hq", "jonathandinu/face-parsing", "face-parsing.pytorch" /
+    "bisenet"); or 19 part names.
     """
     path = require_model_dir(path, "face parser", PARSER_HINT)
     model = SegformerForSemanticSegmentation.from_pretrained(path).eval()

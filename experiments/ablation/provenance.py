@@ -1,0 +1,89 @@
+"""Where a results table comes from: the code's commit, the backbone's bytes, the machine, and the time.
+
+The backbone's sha256 is over its files (relative path and content, in path order), so a copy of the same
+directory gives the same digest. The study's wall time is the sum of the seconds its runs recorded for each
+stage (training, evaluation, probe, learning curve, guidance sweep): the work itself, on this machine,
+however many times the study was stopped and resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+from experiments.ablation.study import TIMING, StudySettings
+
+
+def git_commit(repo: Path) -> str:
+    """The commit checked out in `repo`, with "+ uncommitted changes" when the tree differs from it;
+    "unknown" outside a git checkout."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + (" + uncommitted changes" if status else "")
+
+
+def directory_sha256(path: str | Path) -> str:
+    root = Path(path)
+    h = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(file.relative_to(root)).encode() + b"\0")
+        with file.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def machine() -> dict:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def study_seconds(settings: StudySettings) -> dict[str, float]:
+    """Seconds per stage summed over the study's runs, and their total."""
+    totals: dict[str, float] = {}
+    for variant, seed in settings.tasks():
+        path = settings.run_dir(variant, seed) / TIMING
+        if path.is_file():
+            for stage, seconds in json.loads(path.read_text()).items():
+                totals[stage] = totals.get(stage, 0.0) + seconds
+    totals["total"] = sum(totals.values())
+    return totals
+
+
+def hours_minutes(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min"

@@ -1,0 +1,104 @@
+"""What a command needs of the embedded default before it runs, and the make target that builds what is missing.
+
+A fresh clone has none of the embedded default's pieces: data/synthetic (`make data`), the tiny FLUX in
+checkpoints/tiny-flux (`make backbone`), the small evaluators in checkpoints/evaluators/synthetic
+(`make evaluators`) and the trained run runs/tiny (`make train`). The entry points check what they need first
+and stop with one line naming the target, instead of failing deep inside a loader, whose message for a missing
+backbone is how to download FLUX.1-dev. A path is taken for one the Makefile builds when it is the default or
+looks like one (a backbone directory named tiny*, a data folder named *synthetic*, an evaluator folder named
+clip or parser): the target then carries the Makefile variable (`make backbone BACKBONE=DIR`). Any other path
+is left to its loader's own message (FLUX.1-dev, a real data set, a downloaded CLIP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from experiments.config import Config, load_config
+from experiments.run_io import EXPORT
+
+# the Makefile's variables and their defaults
+DATA, BACKBONE, EVALUATORS, RUN = (
+    "data/synthetic",
+    "checkpoints/tiny-flux",
+    "checkpoints/evaluators/synthetic",
+    "runs/tiny",
+)
+
+
+@dataclass(frozen=True)
+class Missing:
+    path: str
+    target: str  # make target
+    variable: str | None = None  # VARIABLE=value, when the path is not the Makefile's default
+
+
+def _missing(path: str, target: str, name: str, default: str, build_path: str | None = None) -> Missing:
+    build_path = build_path or path
+    same = Path(build_path) == Path(default)
+    return Missing(path, target, None if same else f"{name}={build_path}")
+
+
+def missing_data(root: str) -> Missing | None:
+    if Path(root).exists() or not (Path(root) == Path(DATA) or "synthetic" in Path(root).name):
+        return None  # what is there, data_modules.validate checks; a real set is not made by make
+    return _missing(root, "data", "DATA", DATA)
+
+
+def missing_backbone(path: str) -> Missing | None:
+    if (Path(path) / "model_index.json").is_file():
+        return None
+    if not (Path(path) == Path(BACKBONE) or Path(path).name.startswith("tiny")):
+        return None  # FLUX.1-dev or another download: load_flux says where to get it
+    return _missing(path, "backbone", "BACKBONE", BACKBONE)
+
+
+def missing_evaluator(path: str | None) -> Missing | None:
+    if path is None or (Path(path) / "config.json").is_file() or Path(path).name not in ("clip", "parser"):
+        return None  # no path is the loader's error; a downloaded model its own
+    folder = str(Path(path).parent)
+    return _missing(path, "evaluators", "EVALUATORS", EVALUATORS, folder)
+
+
+def missing_run(run: str) -> Missing | None:
+    if (Path(run) / EXPORT / "config.yaml").is_file():
+        return None
+    return _missing(str(Path(run) / EXPORT), "train", "RUN", RUN, run)
+
+
+def require(*found: Missing | None) -> None:
+    """A ValueError, one line, naming every missing piece and the one make command that builds them all."""
+    missing = [m for m in found if m is not None]
+    if not missing:
+        return
+    targets = list(dict.fromkeys(m.target for m in missing))
+    variables = list(dict.fromkeys(m.variable for m in missing if m.variable))
+    command = " ".join(["make", *targets, *variables])
+    paths = ", ".join(m.path for m in missing)
+    verb = "is" if len(missing) == 1 else "are"
+    raise ValueError(
+        f"{paths} {verb} missing: `{command}` builds {'it' if len(missing) == 1 else 'them'} (README, Set up)"
+    )
+
+
+def require_config(config: Config, evaluators: bool | None = None) -> None:
+    """A training config's backbone and data, and its evaluators when it evaluates (default: eval.enabled)."""
+    needed = [missing_data(config.data.root), missing_backbone(config.backbone.path)]
+    if config.eval.enabled if evaluators is None else evaluators:
+        paths = config.eval.evaluators
+        needed += [missing_evaluator(paths.clip_path), missing_evaluator(paths.parser_path)]
+    require(*needed)
+
+
+def require_run(run: str, clip: str | None = None, parser: str | None = None, data: bool = False) -> None:
+    """A trained run (its export) and what sampling it needs: its backbone, and with `data` its data set; the
+    evaluator paths given. `make train` builds a missing run with everything it needs, so it is named alone."""
+    require(missing_run(run))
+    config = load_config(Path(run) / EXPORT / "config.yaml")
+    require(
+        missing_data(config.data.root) if data else None,
+        missing_backbone(config.backbone.path),
+        missing_evaluator(clip),
+        missing_evaluator(parser),
+    )
