@@ -18,6 +18,7 @@ sampler training's callback uses too; the defaults of its settings are the run's
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
 from safetensors.torch import load_file
 
-from facemogle.backbone import DTYPES, FluxBackbone, load_flux
+from facemogle.backbone import DTYPES, MODEL_FOLDERS, TOKENIZER_FOLDERS, FluxBackbone, load_flux
 from facemogle.denoiser import Denoiser
 from facemogle.export import LORA, MOGLE_FILE, ExportSpec, check_export, read_export_spec
 from facemogle.flux_forward import ConditionSettings
@@ -42,6 +43,11 @@ from facemogle.sampling import SampleSettings, sample, seed_generators
 
 log = logging.getLogger(__name__)
 OUTPUT_TYPES = ("pil", "np", "pt")
+FLUX_COMPONENTS = (
+    *MODEL_FOLDERS,
+    *TOKENIZER_FOLDERS,
+    "scheduler",
+)  # FluxBackbone's parts, named as its folders
 
 
 class FaceMoGLEAdapter(ModelMixin, ConfigMixin):
@@ -113,16 +119,8 @@ class FaceMoGLEPipeline(DiffusionPipeline):
 
     @property
     def backbone(self) -> FluxBackbone:
-        return FluxBackbone(
-            self.transformer,
-            self.vae,
-            self.text_encoder,
-            self.text_encoder_2,
-            self.tokenizer,
-            self.tokenizer_2,
-            self.scheduler,
-            self.config.max_sequence_length,
-        )
+        parts = {name: getattr(self, name) for name in FLUX_COMPONENTS}
+        return FluxBackbone(**parts, max_sequence_length=self.config.max_sequence_length)
 
     # --- loading and saving ------------------------------------------------------------------------
 
@@ -132,6 +130,10 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         the backbone from the path its config.yaml records, or `backbone` (a FLUX.1-dev directory)."""
         path = Path(path)
         if (path / "model_index.json").is_file():
+            if backbone is not None:
+                raise ValueError(
+                    f"{path} is a saved pipeline with its own backbone: backbone= is for a run's export"
+                )
             pipe = super().from_pretrained(path, torch_dtype=torch_dtype, **kwargs)
             if (path / LORA).is_file():
                 load_lora(pipe.transformer, path / LORA)
@@ -170,13 +172,7 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         cls, flux: FluxBackbone, adapter: FaceMoGLEAdapter, resolution: int, sample_defaults: SampleSettings
     ) -> FaceMoGLEPipeline:
         return cls(
-            scheduler=flux.scheduler,
-            vae=flux.vae,
-            text_encoder=flux.text_encoder,
-            tokenizer=flux.tokenizer,
-            text_encoder_2=flux.text_encoder_2,
-            tokenizer_2=flux.tokenizer_2,
-            transformer=flux.transformer,
+            **{name: getattr(flux, name) for name in FLUX_COMPONENTS},
             mogle=adapter,
             resolution=resolution,
             max_sequence_length=flux.max_sequence_length,
@@ -217,7 +213,7 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end=None,
-        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         settings: SampleSettings | None = None,
     ):
         """prompt and/or mask_image (one of either is repeated to the other's count), each made

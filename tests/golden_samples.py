@@ -1,6 +1,6 @@
-"""Sampler outputs recorded before the pipeline and the experts-once sampler (at 8699f7c), so a change to the
-sampler that alters the images fails: `python -m tests.golden_samples` rewrote tests/data/golden_samples.safetensors
-(run it again only when a change of the images is meant)."""
+"""Sampler outputs recorded before the pipeline and the experts-once sampler, so a change to the sampler that
+alters the images fails (tests/test_golden_samples.py). `python -m tests.golden_samples` wrote
+tests/data/golden_samples.safetensors at 8699f7c; run it again only when a change of the images is meant."""
 
 from __future__ import annotations
 
