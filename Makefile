@@ -3,9 +3,9 @@
 VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 SYSTEM_PYTHON ?= python3
-# CPU by default: torch 2.13.0 is a local CPU wheel here. On a GPU machine use `make install TORCH=torch EXTRAS=dev,gpu`.
+# CPU by default: torch 2.13.0 is a local CPU wheel here. On a GPU machine use `make install TORCH=torch EXTRAS=dev,demo,gpu`.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev
+EXTRAS ?= dev,demo
 # The install stamp, or nothing when PYTHON was given (on the command line or in the environment).
 INSTALLED := $(if $(filter file,$(origin PYTHON)),$(VENV)/.installed)
 
@@ -33,7 +33,11 @@ ABLATE_OUT ?= results/ablation
 ABLATE_STEPS ?= 1250
 ABLATE_SEEDS ?= 0,1,2
 
-.PHONY: install test test-slow test-slurm lint format benchmark data backbone evaluators train ablate
+# The demo's address (`make demo`)
+DEMO_HOST ?= 127.0.0.1
+DEMO_PORT ?= 7860
+
+.PHONY: install test test-slow test-slurm lint format benchmark data backbone evaluators train ablate demo
 
 define install_packages
 	$(PYTHON) -m pip install "$(TORCH)"
@@ -76,6 +80,7 @@ format: $(INSTALLED)
 benchmark: $(INSTALLED)
 	$(PYTHON) -m experiments.benchmark experts
 	$(PYTHON) -m experiments.benchmark data
+	$(PYTHON) -m experiments.benchmark sampling
 
 data: $(DATA)/attributes.json
 backbone: $(BACKBONE)/model_index.json
@@ -105,6 +110,10 @@ $(RUN)/eval/test.json: $(RUN)/export/config.yaml $(EVALUATORS)/report.json $(PAP
 		--clip $(EVALUATORS)/clip --parser $(EVALUATORS)/parser --protocol paper \
 		--inception-torchscript $(PAPER_EVALUATORS)/inception-2015-12-05.pt --dino $(PAPER_EVALUATORS)/dino \
 		--image-reward $(PAPER_EVALUATORS)/image_reward --cmmd-clip $(EVALUATORS)/clip --text-clip $(EVALUATORS)/clip
+
+# The interactive demo of the run (trains it first when there is none); the run's config names its parser.
+demo: $(RUN)/export/config.yaml | $(INSTALLED)
+	$(PYTHON) -m experiments.demo --run $(RUN) --host $(DEMO_HOST) --port $(DEMO_PORT)
 
 # Resumable: finished stages are skipped, an interrupted run continues from its last checkpoint.
 ablate: $(BACKBONE)/model_index.json $(DATA)/attributes.json $(EVALUATORS)/report.json | $(INSTALLED)

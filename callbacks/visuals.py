@@ -97,3 +97,12 @@ def gate_map(region_weights: torch.Tensor, sigmas: torch.Tensor, panels: int = 4
     return np.concatenate(
         [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0)), constant_values=255) for t in tiles], 1
     )
+
+
+def token_heatmap(values: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """values (l,) on the packed token grid of a height x width image -> (height, width, 3) uint8, scaled to
+    their maximum and enlarged without smoothing."""
+    h = int(round((values.numel() * height / width) ** 0.5))
+    grid = values.float().reshape(h, -1).cpu().numpy()
+    heat = heat_colors(grid / max(float(grid.max()), 1e-8))
+    return heat.repeat(height // grid.shape[0], 0).repeat(width // grid.shape[1], 1)

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_modules.readers import decode_text, oriented, palette_labels
+from data_modules.readers import decode_text, oriented
 from facemogle.atomic import atomic_write
-from facemogle.face_parts import PALETTE, PART_INDEX, PARTS, check_labels, labels_from_colors
+from facemogle.face_parts import PALETTE, PART_INDEX, PARTS, check_labels
+from facemogle.mask_images import labels_from_image
 
 LAYOUTS = ("auto", "mm-celeba-hq", "celebamask-hq")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -253,20 +254,12 @@ def read_label_map(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            im = oriented(im)
-            if im.mode in ("RGB", "RGBA"):
-                return labels_from_colors(np.asarray(im.convert("RGB")), source=str(path))
-            if im.mode not in ("L", "P", "1", "I", "I;16"):
-                raise ValueError(
-                    f"unsupported mask mode {im.mode!r} (use a label map or an RGB palette image)"
-                )
-            labels = palette_labels(im, str(path)) if im.mode == "P" else np.asarray(im).astype(np.int64)
-        check_labels(labels, source=str(path))
+            labels = labels_from_image(oriented(im), source=str(path)).labels
     except (OSError, SyntaxError) as e:
         raise DataFileError(path, f"unreadable mask ({e})") from e
     except ValueError as e:  # bad labels or colours; the message names the file already
         raise DataFileError(path, str(e).removeprefix(f"{path}: ")) from e
-    return labels.astype(np.uint8)
+    return labels
 
 
 def merge_parts(parts: tuple[tuple[str, Path], ...]) -> np.ndarray:

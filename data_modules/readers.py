@@ -3,9 +3,7 @@
 - Text: UTF-8, or UTF-16/32 (with or without a byte-order mark), or a Windows / Latin-1 single-byte file;
   control characters left after decoding mean the file is not text, which is an error naming it.
 - Images: the EXIF orientation tag applied (phones and cameras store pixels sideways and say so in it).
-- Palette masks: labels read through the palette's colours when they are CelebAMask-HQ colours, so a
-  file whose palette lists the same colours in another order (image editors, PIL's `quantize`) keeps its
-  labels; a palette of greys (i, i, i) is a plain label map whose index is the label.
+- Palette masks: read by facemogle.mask_images (through the palette's colours, or by index for greys).
 """
 
 from __future__ import annotations
@@ -13,10 +11,7 @@ from __future__ import annotations
 import codecs
 import re
 
-import numpy as np
 from PIL import Image, ImageOps
-
-from facemogle.face_parts import PALETTE, labels_from_colors
 
 _BOMS = (  # UTF-32 before UTF-16: the UTF-32-LE mark starts with the UTF-16-LE one
     (codecs.BOM_UTF8, "utf-8-sig"),
@@ -84,24 +79,3 @@ def oriented_size(im: Image.Image) -> tuple[int, int]:
     """(width, height) as shown, without decoding the pixels."""
     w, h = im.size
     return (h, w) if im.getexif().get(_ORIENTATION) in _SWAPS_SIDES else (w, h)
-
-
-def palette_labels(im: Image.Image, source: str) -> np.ndarray:
-    """(H, W) labels of a palette ("P") image: by colour when the used entries are CelebAMask-HQ colours,
-    by index when they are greys (i, i, i); any other palette is a ValueError naming `source`."""
-    index = np.asarray(im).astype(np.int64)
-    palette = np.asarray(im.getpalette() or [], dtype=np.int64).reshape(-1, 3)
-    used = np.unique(index)
-    if used.max(initial=0) >= len(palette):
-        raise ValueError(f"{source}: palette index {used.max()} has no colour in the file's palette")
-    colours = palette[used]
-    ours = {tuple(c) for c in PALETTE.tolist()}
-    if all(tuple(c) in ours for c in colours.tolist()):
-        return labels_from_colors(palette[index].astype(np.uint8), source=source).astype(np.int64)
-    if (colours == used[:, None]).all():
-        return index
-    odd = next(c for c in colours.tolist() if tuple(c) not in ours)
-    raise ValueError(
-        f"{source}: palette colour {tuple(odd)} is neither a CelebAMask-HQ colour nor a grey label; "
-        "save the mask as a grayscale label map or in the CelebAMask-HQ palette"
-    )

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-
 from experiments.config import BackboneConfig, Config, ModelConfig
-from facemogle.backbone import FluxBackbone, load_flux
+from facemogle.backbone import DTYPES, FluxBackbone, load_flux
 from facemogle.denoiser import Denoiser
 from facemogle.lit_module import FaceMoGLEModule
 from facemogle.lora import add_lora
 from facemogle.mogle import MoGLE
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def build_backbone(cfg: BackboneConfig) -> FluxBackbone:

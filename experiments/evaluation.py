@@ -45,7 +45,14 @@ from facemogle.face_parts import PARTS
 from facemogle.faces import Faces
 from facemogle.metrics.paper import PaperMetrics, PaperReal, build_paper_metrics
 from facemogle.metrics.suite import GenerationMetrics, MetricsConfig, RealFeatures, build_generation_metrics
-from facemogle.sampling import MODES, TEXT_ONLY_CONDITIONS, SampleSettings, check_modes, mode_inputs, sample
+from facemogle.sampling import (
+    MODES,
+    TEXT_ONLY_CONDITIONS,
+    SampleSettings,
+    check_modes,
+    mode_inputs,
+    seed_generators,
+)
 
 COLUMNS = (  # json key, table header, format
     ("fid", "FID ↓", "{:.2f}"),
@@ -283,18 +290,15 @@ def evaluate_mode(
     metrics.reset()
     if paper is not None:
         paper.reset()
-    res = run.config.data.resolution
+    run.pipeline.set_progress_bar_config(disable=True)
     for start in range(0, len(faces), settings.batch_size):
         part = faces[start : start + settings.batch_size]
         labels = part.labels.to(device)
-        out = sample(
-            run.backbone,
-            run.denoiser,
+        out = run.pipeline(
             *mode_inputs(mode, part.captions, labels),
-            height=res,
-            width=res,
             settings=sampling,
-            seed=settings.seed + start,
+            generator=seed_generators(settings.seed + start, len(part)),
+            output_type="pt",
         )
         metrics.update(out.images, part.captions, labels)
         if paper is not None:

@@ -4,7 +4,8 @@
     python -m experiments.sample --run runs/tiny --masks data/synthetic/mask --out samples/ [--prompt ...]
     python -m experiments.sample --run runs/tiny --mask m.png --region-scale hair=1.5 --out samples/
 
-A prompt alone is text-to-face, a mask alone mask-to-face, both text+mask-to-face. Masks are label
+A prompt alone is text-to-face, a mask alone mask-to-face, both text+mask-to-face; `--n` images of each
+(image i of the command from seed `--seed` + i, so mask j's k-th image is seed + j * n + k). Masks are label
 maps (palette, grayscale or RGB palette colours); a mask that is not square is an error, or with
 `--mask-fit crop` its centred square, never stretched. `--text-only-condition none|background` overrides
 how text-to-face is conditioned (facemogle.sampling; the run's `train.sample.text_only_condition`
@@ -19,38 +20,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from data_modules.layouts import read_label_map
 from experiments.prerequisites import require_run
 from experiments.run_io import load_run
 from facemogle.cli import run_cli
-from facemogle.face_parts import PARTS
-from facemogle.mogle import MoGLEConfig
-from facemogle.sampling import TEXT_ONLY_CONDITIONS, SampleSettings, sample
+from facemogle.face_parts import CONDITION_MAPS
+from facemogle.sampling import TEXT_ONLY_CONDITIONS, seed_generators
 
 
-def expert_scale(config: MoGLEConfig, pairs: list[str]) -> torch.Tensor | None:
-    """`hair=1.5 global=0.8` -> a (num_experts,) multiplier in the order of the active experts."""
-    if not pairs:
-        return None
-    names = ["global", *PARTS]
-    scale = torch.ones(config.num_experts)
+def region_scales(pairs: list[str]) -> dict[str, float]:
+    """`hair=1.5 global=0.8` -> {"hair": 1.5, "global": 0.8}."""
+    scales = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
-        if name not in names or not value:
-            raise ValueError(f"--region-scale {pair!r}: expected PART=SCALE with PART one of {names}")
-        index = names.index(name)
-        if index not in config.expert_indices:
+        if name not in CONDITION_MAPS or not value:
             raise ValueError(
-                f"--region-scale {name}: this run has no {name} expert (expert_set={config.expert_set})"
+                f"--region-scale {pair!r}: expected PART=SCALE with PART one of {list(CONDITION_MAPS)}"
             )
-        scale[config.expert_indices.index(index)] = float(value)
-    return scale
+        scales[name] = float(value)
+    return scales
 
 
 def mask_files(args: argparse.Namespace) -> list[Path | None]:
+    """The conditions: one mask file, a folder's, or (text mode) None."""
     if args.mask:
         return [Path(args.mask)]
     if args.masks:
@@ -58,7 +52,7 @@ def mask_files(args: argparse.Namespace) -> list[Path | None]:
         if not files:
             raise ValueError(f"--masks {args.masks}: no .png masks found")
         return files
-    return [None] * args.n
+    return [None]
 
 
 def read_mask(path: Path, resolution: int, fit: str) -> torch.Tensor:
@@ -77,12 +71,6 @@ def read_mask(path: Path, resolution: int, fit: str) -> torch.Tensor:
     return labels
 
 
-def save(images: torch.Tensor, names: list[str], out: Path) -> None:
-    for image, name in zip(images, names, strict=True):
-        array = (image.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(array).save(out / f"{name}.png")
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m experiments.sample", description=__doc__.split("\n")[0])
     p.add_argument("--run", required=True, help="a run directory with an export/ folder")
@@ -96,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--masks", help="a folder of mask files")
     p.add_argument("--out", required=True)
-    p.add_argument("--n", type=int, default=1, help="text mode: how many images")
+    p.add_argument("--n", type=int, default=1, help="images per condition (per mask; in text mode, in all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int)
     p.add_argument("--guidance", type=float, help="FLUX guidance embedding (guidance-distilled backbones)")
@@ -120,42 +108,32 @@ def main(argv: list[str] | None = None) -> None:
 
     require_run(args.run)
     run = load_run(args.run)
+    pipe = run.pipeline
+    pipe.set_progress_bar_config(disable=True)
     res = run.config.data.resolution
-    defaults = vars(run.config.train.sample)
-    chosen = {
-        "steps": args.steps,
-        "guidance": args.guidance,
-        "text_scale": args.text_scale,
-        "mask_scale": args.mask_scale,
-        "text_only_condition": args.text_only_condition,
-    }
-    settings = SampleSettings(**{**defaults, **{k: v for k, v in chosen.items() if v is not None}})
-    scale = expert_scale(run.config.model.mogle, args.region_scale)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    files = mask_files(args)
-    for start in tqdm(range(0, len(files), args.batch), desc="sampling", unit="batch"):
-        chunk = files[start : start + args.batch]
-        masks = None
-        if chunk[0] is not None:
-            masks = torch.stack([read_mask(f, res, args.mask_fit) for f in chunk])
-        prompts = [args.prompt] * len(chunk) if args.prompt else None
-        result = sample(
-            run.backbone,
-            run.denoiser,
-            prompts,
-            masks,
+    scales = region_scales(args.region_scale)
+    run.config.model.mogle.expert_scale(scales)  # an expert the run lacks: an error before sampling
+    items = [(f, k) for f in mask_files(args) for k in range(args.n)]  # image i: seed + i
+    masks = {f: read_mask(f, res, args.mask_fit) for f in dict.fromkeys(f for f, _ in items) if f}
+    for start in tqdm(range(0, len(items), args.batch), desc="sampling", unit="batch"):
+        chunk = items[start : start + args.batch]
+        result = pipe(
+            prompt=[args.prompt] * len(chunk) if args.prompt else None,
+            mask_image=torch.stack([masks[f] for f, _ in chunk]) if chunk[0][0] else None,
             height=res,
             width=res,
-            settings=settings,
-            seed=args.seed + start,
-            expert_scale=scale,
+            num_inference_steps=args.steps,
+            guidance_scale=args.guidance,
+            text_scale=args.text_scale,
+            mask_scale=args.mask_scale,
+            text_only_condition=args.text_only_condition,
+            region_scale=scales,
+            generator=seed_generators(args.seed + start, len(chunk)),
         )
-        names = [
-            f"{f.stem}_seed{args.seed + start + i}" if f else f"text_seed{args.seed + start + i}"
-            for i, f in enumerate(chunk)
-        ]
-        save(result.images, names, out)
+        for i, ((f, _), image) in enumerate(zip(chunk, result.images, strict=True)):
+            image.save(out / f"{f.stem if f else 'text'}_seed{args.seed + start + i}.png")
 
 
 if __name__ == "__main__":

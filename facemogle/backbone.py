@@ -37,6 +37,7 @@ FLUX_DOWNLOAD_HINT = (
     "internet access and copy the directory here"
 )
 MODEL_FOLDERS = ("transformer", "vae", "text_encoder", "text_encoder_2")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # backbone.dtype
 TOKENIZER_FOLDERS = ("tokenizer", "tokenizer_2")
 
 

@@ -15,7 +15,7 @@ from torch import nn
 from facemogle.encode import TextEmbeddings, text_ids
 from facemogle.flow import add_noise, velocity_target
 from facemogle.flux_forward import ConditionSettings, flux_forward, install_condition_forward
-from facemogle.mogle import MoGLE
+from facemogle.mogle import ExpertOutputs, MoGLE, MoGLEOutput
 
 
 @dataclass
@@ -60,11 +60,41 @@ class Denoiser(nn.Module):
         """noisy (b, l, d) tokens at noise level t (b,) in [0, 1]; cond_latents (b, 20, l, d) or None
         (no mask condition at all); img_ids (l, 3). guidance: the scale a guidance-embedding backbone
         needs (ignored by one without)."""
-        cond_tokens = cond_ids = weights = None
+        mixed = None
         if cond_latents is not None:
-            # MoGLE runs in its own dtype: float32 weights (an export, bf16-mixed) beside a bf16 backbone
-            dtype = next(self.mogle.parameters(), noisy).dtype
-            mixed = self.mogle(cond_latents.to(dtype), noisy.to(dtype), t, expert_scale)
+            mixed = self.mix(self.expert_outputs(cond_latents), noisy, t, expert_scale)
+        return self.predict(noisy, t, text, img_ids, mixed, guidance)
+
+    def in_mogle_dtype(self, x: torch.Tensor) -> torch.Tensor:
+        """MoGLE runs in its own dtype: float32 weights (an export, bf16-mixed) beside a bf16 backbone."""
+        return x.to(next(self.mogle.parameters(), x).dtype)
+
+    def expert_outputs(self, cond_latents: torch.Tensor) -> ExpertOutputs:
+        """The experts on cond_latents (b, 20, l, d): they read nothing else, so sampling runs them once."""
+        return self.mogle.expert_outputs(self.in_mogle_dtype(cond_latents))
+
+    def mix(
+        self,
+        experts: ExpertOutputs,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        expert_scale: torch.Tensor | None = None,
+    ) -> MoGLEOutput:
+        """The gate at (noisy, t) and the weighted sum: the condition tokens of one step."""
+        return self.mogle.mix(experts, self.in_mogle_dtype(noisy), t, expert_scale)
+
+    def predict(
+        self,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        text: TextEmbeddings,
+        img_ids: torch.Tensor,
+        mixed: MoGLEOutput | None,
+        guidance: float | None = None,
+    ) -> DenoiserOutput:
+        """FLUX's velocity with the condition tokens `mixed` (None: no mask condition)."""
+        cond_tokens = cond_ids = weights = None
+        if mixed is not None:
             cond_tokens, weights = mixed.tokens.to(noisy.dtype), mixed.weights
             cond_ids = img_ids + self.cond_id_offset.to(img_ids)
         seq = text.sequence.to(noisy.dtype)

@@ -53,11 +53,14 @@ def text_ids(sequence: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_images(backbone: FluxBackbone, images: torch.Tensor, sample: bool = False) -> torch.Tensor:
-    """images (..., 3, H, W) in [-1, 1] -> packed latent tokens (..., H/2f * W/2f, 4c), f the VAE factor."""
+def encode_images(
+    backbone: FluxBackbone, images: torch.Tensor, sample: bool = False, device=None
+) -> torch.Tensor:
+    """images (..., 3, H, W) in [-1, 1] -> packed latent tokens (..., H/2f * W/2f, 4c), f the VAE factor.
+    device: where the VAE runs, by default where it is (under model CPU offload it moves there on encode)."""
     vae = backbone.vae
     lead = images.shape[:-3]
-    flat = images.reshape(-1, *images.shape[-3:]).to(device=vae.device, dtype=vae.dtype)
+    flat = images.reshape(-1, *images.shape[-3:]).to(device=device or vae.device, dtype=vae.dtype)
     posterior = vae.encode(flat).latent_dist
     latents = scale_latents(vae, posterior.sample() if sample else posterior.mean)
     tokens = pack_latents(latents)
@@ -81,6 +84,6 @@ def decode_tokens(backbone: FluxBackbone, tokens: torch.Tensor, height: int, wid
 
 
 @torch.no_grad()
-def encode_masks(backbone: FluxBackbone, labels: torch.Tensor) -> torch.Tensor:
+def encode_masks(backbone: FluxBackbone, labels: torch.Tensor, device=None) -> torch.Tensor:
     """labels (b, H, W) in 0..18 -> packed latents of the 20 condition maps, (b, 20, l, d)."""
-    return encode_images(backbone, split_mask(labels))
+    return encode_images(backbone, split_mask(labels), device=device)

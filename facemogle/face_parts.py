@@ -37,6 +37,7 @@ PARTS: tuple[str, ...] = (
 )
 NUM_PARTS = len(PARTS)  # 19 local experts, one per part
 NUM_CONDITION_MAPS = NUM_PARTS + 1  # global colour map + one binary map per part
+CONDITION_MAPS: tuple[str, ...] = ("global", *PARTS)  # `split_mask`'s maps, and MoGLE's experts, in order
 PART_INDEX: dict[str, int] = {name: i for i, name in enumerate(PARTS)}
 
 # CelebAMask-HQ's visualisation palette, row i is the colour of part i.

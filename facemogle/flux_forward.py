@@ -36,6 +36,7 @@ from diffusers.models.transformers.transformer_flux import (
     FluxTransformer2DModel,
     FluxTransformerBlock,
 )
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -238,6 +239,8 @@ def self_attention_mask(n_main: int, n_cond: int, device) -> torch.Tensor:
     return mask
 
 
+# The pipeline's model CPU offload moves the transformer to the GPU when its forward runs: this is that forward.
+@apply_forward_hook
 def flux_forward(
     transformer: FluxTransformer2DModel,
     hidden_states: torch.Tensor,

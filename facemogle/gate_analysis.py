@@ -8,6 +8,7 @@ Legend: b faces, s sampling steps, l image tokens, e experts (20: global, then o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -89,3 +90,17 @@ def gate_usage(weights: torch.Tensor, labels: torch.Tensor) -> GateUsage:
     return GateUsage(
         weights.mean((0, 2)), entropy.mean((0, 2)), regions.nanmean(0), region_entropy.nanmean(0)
     )
+
+
+def own_expert_weights(
+    gate_weights: torch.Tensor, labels: torch.Tensor, expert_indices: Sequence[int]
+) -> torch.Tensor:
+    """gate_weights (b, s, l, e) over the active experts (`expert_indices`: their condition maps), labels
+    (b, H, W) -> (b, l): each token's weight on its own region's local expert, averaged over the steps (on
+    the global expert where the model has no local one)."""
+    slot = torch.full((NUM_CONDITION_MAPS,), -1, dtype=torch.long)
+    slot[torch.as_tensor(list(expert_indices))] = torch.arange(len(expert_indices))
+    slot = torch.where(slot < 0, slot[GLOBAL_EXPERT], slot)  # global-only: every token its one expert
+    own = slot[1 + token_regions(labels.cpu(), gate_weights.shape[2])]  # (b, l)
+    weights = gate_weights.float().mean(1)  # (b, l, e)
+    return weights.gather(-1, own.to(weights.device)[..., None])[..., 0]

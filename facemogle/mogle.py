@@ -8,12 +8,17 @@ The gate follows the paper's dynamic gating network: the global-mask tokens, a p
 noisy image tokens and a timestep embedding are summed per token and mapped by a small MLP to a
 softmax over the experts. Variants are chosen by `MoGLEConfig`, never by swapping modules.
 
+Experts once per image: the experts read only the condition latents, so `expert_outputs` can run once per
+image and `mix` (the gate and the weighted sum, which read the noisy tokens and t) at every sampling step;
+`forward` is the two in a row, as training calls it.
+
 Timestep convention: `t` is the noise level in [0, 1] (x_t = (1 - t) x_0 + t noise), in training and
 in sampling alike; the gate multiplies it by `time_scale` before its sinusoidal embedding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,7 +27,7 @@ import torch.nn.functional as F
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
-from facemogle.face_parts import NUM_CONDITION_MAPS
+from facemogle.face_parts import CONDITION_MAPS, NUM_CONDITION_MAPS
 
 GateKind = Literal["dynamic", "scalar", "static", "none"]
 ExpertKind = Literal["mlp", "residual", "identity"]
@@ -66,6 +71,29 @@ class MoGLEConfig:
     def routes(self) -> bool:
         """Whether a gate distributes the tokens over more than one expert (what load balancing acts on)."""
         return self.gate != "none" and self.num_experts > 1
+
+    def expert_scale(self, scales: Mapping[str, float] | None) -> torch.Tensor | None:
+        """{"hair": 1.5, "global": 0.8} -> an (num_experts,) multiplier of the active experts' gate weights,
+        1 for a region not named; None for no scales. Names: facemogle.face_parts.CONDITION_MAPS."""
+        if not scales:
+            return None
+        scale = torch.ones(self.num_experts)
+        for name, value in scales.items():
+            if name not in CONDITION_MAPS:
+                raise ValueError(f"region scale {name!r}: expected one of {list(CONDITION_MAPS)}")
+            index = CONDITION_MAPS.index(name)
+            if index not in self.expert_indices:
+                raise ValueError(
+                    f"region scale {name!r}: this model has no {name} expert (expert_set={self.expert_set})"
+                )
+            scale[self.expert_indices.index(index)] = float(value)
+        return scale
+
+
+@dataclass
+class ExpertOutputs:
+    tokens: torch.Tensor  # (b, e, l, d) each active expert's output
+    global_tokens: torch.Tensor  # (b, l, d) the global map's latent: the gate's mask input
 
 
 @dataclass
@@ -153,11 +181,25 @@ class MoGLE(nn.Module):
     ) -> MoGLEOutput:
         """cond: (b, 20, l, d) packed latents of the 20 maps; noisy: (b, l, d) noisy image tokens;
         t: (b,) noise level in [0, 1]; expert_scale: optional (e,) multiplier of each active expert."""
+        return self.mix(self.expert_outputs(cond), noisy, t, expert_scale)
+
+    def expert_outputs(self, cond: torch.Tensor) -> ExpertOutputs:
+        """cond (b, 20, l, d) -> the active experts' outputs; independent of the noise and the step."""
         x = cond.index_select(1, self._expert_index)  # (b, e, l, d)
-        y = self.experts(x) if self.experts is not None else x
-        weights = self.gate_weights(cond[:, 0], noisy, t)
+        return ExpertOutputs(self.experts(x) if self.experts is not None else x, cond[:, 0])
+
+    def mix(
+        self,
+        experts: ExpertOutputs,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        expert_scale: torch.Tensor | None = None,
+    ) -> MoGLEOutput:
+        """The gate's weights at (noisy, t) and the weighted sum of the experts' outputs."""
+        weights = self.gate_weights(experts.global_tokens, noisy, t)
         if expert_scale is not None:
             weights = weights * expert_scale.to(weights)
+        y = experts.tokens
         return MoGLEOutput(torch.einsum("ble,beld->bld", weights.to(y.dtype), y), weights)
 
     def gate_weights(self, global_tokens: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -16,10 +16,20 @@ text-to-face output is its own; "none" passes no condition tokens, which leaves 
 wherever LoRA acts on condition tokens only (`lora_on_image: false`). Under true CFG the background map
 is in both passes and only the text is guided:
     v = v(-, bg) + text_scale * (v(c, bg) - v(-, bg))
+
+Experts once per image: the experts read only the condition latents, so a call runs them once
+(`Denoiser.expert_outputs`), and each step runs only the gate and the weighted sum (`Denoiser.mix`), once
+for the step's conditioned passes, whose gate inputs (the noisy tokens, t) are the same.
+`experts_once=False` recomputes both in every conditioned pass, as the sampler did before: the reference
+of `python -m experiments.benchmark sampling` and of the tests.
+
+One sampler: `sample` serves the training callback (LightningModule.generate); facemogle.pipeline's
+FaceMoGLEPipeline, through which the sample and evaluate commands and the demo sample, calls it too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, get_args
 
@@ -33,6 +43,7 @@ from facemogle.backbone import FluxBackbone
 from facemogle.denoiser import Denoiser
 from facemogle.encode import TextEmbeddings, decode_tokens, encode_masks, encode_prompts
 from facemogle.face_parts import PART_INDEX
+from facemogle.mogle import MoGLEOutput
 from facemogle.packing import image_ids
 
 TextOnlyCondition = Literal["none", "background"]
@@ -86,10 +97,39 @@ class SampleOutput:
     text_only_condition: TextOnlyCondition | None = None  # text-to-face: what stood in for the mask
 
 
-def initial_noise(n: int, seq_len: int, dim: int, seed: int, device, dtype) -> torch.Tensor:
-    """Item i's noise depends only on seed + i, so a sample does not depend on the batch it is in."""
-    noise = [torch.randn(seq_len, dim, generator=torch.Generator().manual_seed(seed + i)) for i in range(n)]
-    return torch.stack(noise).to(device=device, dtype=dtype)
+# Called after each step with (step index, scheduler timestep, latents (b, l, d)); returns the latents to go on
+# with, or None to keep them.
+StepCallback = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None]
+
+
+@dataclass
+class Conditions:
+    """A call's prompts and masks, encoded once."""
+
+    text: TextEmbeddings  # the prompts' (the empty prompt's when there are none)
+    empty: TextEmbeddings  # the empty prompt's, for guidance
+    cond_latents: torch.Tensor | None  # (b, 20, l, d): the masks', the background map's, or None
+    has_text: bool
+    has_mask: bool  # masks were given (not the text mode's stand-in)
+
+
+def seed_generators(seed: int, n: int) -> list[torch.Generator]:
+    """Item i's generator is seeded seed + i, so a sample does not depend on the batch it is in."""
+    return [torch.Generator().manual_seed(seed + i) for i in range(n)]
+
+
+def initial_noise(
+    n: int, seq_len: int, dim: int, generator: torch.Generator | list[torch.Generator], device, dtype
+) -> torch.Tensor:
+    """(n, seq_len, dim) noise: item i's from generator[i], or the batch's from one generator; drawn on the
+    generator's device, so a CPU generator gives the same noise for any device."""
+    if isinstance(generator, torch.Generator):
+        noise = torch.randn(n, seq_len, dim, generator=generator, device=generator.device)
+    else:
+        if len(generator) != n:
+            raise ValueError(f"{len(generator)} generators for {n} images: give one per image, or one")
+        noise = torch.stack([torch.randn(seq_len, dim, generator=g, device=g.device) for g in generator])
+    return noise.to(device=device, dtype=dtype)
 
 
 def make_scheduler(backbone: FluxBackbone, steps: int, seq_len: int) -> FlowMatchEulerDiscreteScheduler:
@@ -104,25 +144,12 @@ def make_scheduler(backbone: FluxBackbone, steps: int, seq_len: int) -> FlowMatc
     return scheduler
 
 
-@torch.no_grad()
-def sample(
-    backbone: FluxBackbone,
-    denoiser: Denoiser,
-    prompts: list[str] | None = None,
-    masks: torch.Tensor | None = None,
-    *,
-    height: int,
-    width: int,
-    settings: SampleSettings | None = None,
-    seed: int = 0,
-    expert_scale: torch.Tensor | None = None,
-) -> SampleOutput:
-    """prompts: b captions, or None for mask-to-face; masks: (b, H, W) labels, or None for text-to-face
-    (conditioned as `settings.text_only_condition` says). Masks of another size with the same aspect ratio
-    are resized (nearest) to height x width; another aspect ratio is an error."""
+def check_request(
+    backbone: FluxBackbone, prompts: list[str] | None, masks: torch.Tensor | None, height: int, width: int
+) -> int:
+    """The number of images a call makes; a request the sampler cannot serve is a ValueError saying why."""
     if prompts is None and masks is None:
         raise ValueError("sample() needs prompts, masks, or both")
-    settings = settings or SampleSettings()
     n = len(prompts) if prompts is not None else masks.shape[0]
     if masks is not None and masks.shape[0] != n:
         raise ValueError(f"{n} prompts but {masks.shape[0]} masks")
@@ -135,61 +162,119 @@ def sample(
         raise ValueError(
             f"height and width must be multiples of {2 * f} for this backbone, got {height}x{width}"
         )
-    device, dtype = backbone.transformer.device, backbone.transformer.dtype
+    return n
 
-    empty = encode_prompts(backbone, [""] * n)
-    text = encode_prompts(backbone, prompts) if prompts is not None else empty
-    text_only = None if masks is not None else settings.text_only_condition
+
+def encode_conditions(
+    backbone: FluxBackbone,
+    prompts: list[str] | None,
+    masks: torch.Tensor | None,
+    n: int,
+    height: int,
+    width: int,
+    text_only: TextOnlyCondition | None,
+    device,
+) -> Conditions:
+    """Prompts and masks (resized, nearest, to height x width) as the denoiser reads them; without masks the
+    text mode's stand-in (`text_only`: the background map, or none)."""
+    empty = _on(encode_prompts(backbone, [""] * n), device)
+    text = _on(encode_prompts(backbone, prompts), device) if prompts is not None else empty
+    has_mask = masks is not None
     if text_only == "background":
         masks = torch.full((n, height, width), PART_INDEX["background"], dtype=torch.long)
     cond = None
     if masks is not None:
         masks = F.interpolate(masks[:, None].float(), size=(height, width), mode="nearest")[:, 0].long()
-        cond = encode_masks(backbone, masks.to(device)).to(dtype)
+        cond = encode_masks(backbone, masks.to(device), device=device).to(backbone.transformer.dtype)
+    return Conditions(text, empty, cond, prompts is not None, has_mask)
+
+
+def _on(text: TextEmbeddings, device) -> TextEmbeddings:
+    return TextEmbeddings(text.sequence.to(device), text.pooled.to(device))
+
+
+@torch.no_grad()
+def sample(
+    backbone: FluxBackbone,
+    denoiser: Denoiser,
+    prompts: list[str] | None = None,
+    masks: torch.Tensor | None = None,
+    *,
+    height: int,
+    width: int,
+    settings: SampleSettings | None = None,
+    seed: int = 0,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    expert_scale: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+    on_step: StepCallback | None = None,
+    experts_once: bool = True,
+) -> SampleOutput:
+    """prompts: b captions, or None for mask-to-face; masks: (b, H, W) labels, or None for text-to-face
+    (conditioned as `settings.text_only_condition` says). Masks of another size with the same aspect ratio
+    are resized (nearest) to height x width; another aspect ratio is an error.
+
+    generator: one per image or one for the batch; by default image i's is seeded `seed + i`. device: where
+    the sampling runs (the transformer's by default; the pipeline's execution device under CPU offload)."""
+    settings = settings or SampleSettings()
+    n = check_request(backbone, prompts, masks, height, width)
+    device = torch.device(device) if device is not None else backbone.transformer.device
+    dtype = backbone.transformer.dtype
+    text_only = None if masks is not None else settings.text_only_condition
+    c = encode_conditions(backbone, prompts, masks, n, height, width, text_only, device)
+    f = backbone.vae_scale_factor
     ids = image_ids(height // f, width // f, device=device, dtype=dtype)
-    latents = initial_noise(n, ids.shape[0], backbone.token_dim, seed, device, dtype)
+    generator = seed_generators(seed, n) if generator is None else generator
+    latents = initial_noise(n, ids.shape[0], backbone.token_dim, generator, device, dtype)
     scheduler = make_scheduler(backbone, settings.steps, ids.shape[0])
     guidance = settings.guidance if denoiser.has_guidance else None
+    experts = denoiser.expert_outputs(c.cond_latents) if experts_once and c.cond_latents is not None else None
 
     gate_weights = []
     for i, timestep in enumerate(scheduler.timesteps):
         t = scheduler.sigmas[i].to(device).expand(n)  # float32: FLUX casts it; the gate needs it exact
-        velocity, weights = _guided_velocity(
-            denoiser,
-            latents,
-            t,
-            text,
-            empty,
-            cond,
-            ids,
-            guidance,
-            settings,
-            prompts is not None,
-            text_only is None,
-            expert_scale,
-        )
+        condition = _step_condition(denoiser, c.cond_latents, experts, latents, t, expert_scale)
+        velocity, weights = _guided_velocity(denoiser, c, condition, latents, t, ids, guidance, settings)
         if weights is not None:
             gate_weights.append(weights.float().cpu())
         latents = scheduler.step(velocity, timestep, latents, return_dict=False)[0]
+        if on_step is not None:
+            latents = _or(on_step(i, timestep, latents), latents)
     images = decode_tokens(backbone, latents, height, width)
     return SampleOutput(images, gate_weights, scheduler.sigmas[:-1].clone(), text_only)
 
 
-def _guided_velocity(
-    denoiser, latents, t, text, empty, cond, ids, guidance, s, has_text, has_mask, expert_scale
-):
-    def v(txt: TextEmbeddings, c):
-        return denoiser(latents, t, txt, ids, c, guidance=guidance, expert_scale=expert_scale)
+def _or(value, default):
+    return default if value is None else value
 
-    full = v(text, cond)
+
+def _step_condition(
+    denoiser: Denoiser, cond_latents, experts, latents, t, expert_scale
+) -> Callable[[], MoGLEOutput] | None:
+    """The condition tokens of a step's conditioned passes: the gate's one mix of the precomputed experts,
+    or (experts None) the experts and the gate again in each pass; None without condition latents."""
+    if cond_latents is None:
+        return None
+    if experts is None:
+        return lambda: denoiser.mix(denoiser.expert_outputs(cond_latents), latents, t, expert_scale)
+    mixed = denoiser.mix(experts, latents, t, expert_scale)
+    return lambda: mixed
+
+
+def _guided_velocity(denoiser, c: Conditions, condition, latents, t, ids, guidance, s: SampleSettings):
+    def v(text: TextEmbeddings, with_mask: bool):
+        return denoiser.predict(latents, t, text, ids, condition() if with_mask else None, guidance)
+
+    has_cond = condition is not None
+    full = v(c.text, has_cond)
     if guidance is not None:
         return full.velocity, full.gate_weights
-    if not has_mask:  # text only: no condition tokens, or the background map's in both passes
-        return _cfg(v(empty, cond).velocity, full.velocity, s.text_scale), full.gate_weights
-    if not has_text:  # mask only
-        return _cfg(v(empty, None).velocity, full.velocity, s.mask_scale), full.gate_weights
-    masked = v(empty, cond).velocity
-    base = _cfg(v(empty, None).velocity, masked, s.mask_scale)
+    if not c.has_mask:  # text only: no condition tokens, or the background map's in both passes
+        return _cfg(v(c.empty, has_cond).velocity, full.velocity, s.text_scale), full.gate_weights
+    if not c.has_text:  # mask only
+        return _cfg(v(c.empty, False).velocity, full.velocity, s.mask_scale), full.gate_weights
+    masked = v(c.empty, True).velocity
+    base = _cfg(v(c.empty, False).velocity, masked, s.mask_scale)
     return base + s.text_scale * (full.velocity - masked), full.gate_weights
 
 

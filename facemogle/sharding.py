@@ -5,7 +5,8 @@ the Denoiser holds the rest (embedders, output layers). A unit's parameters, fro
 LoRA inside a block), are split along dim 0 across the data-parallel ranks: each rank keeps 1/N of every
 tensor, gathers the unit's weights just before the unit runs and frees them after, and keeps 1/N of the
 averaged gradients (a reduce-scatter). The blocks run through `forward_streams`
-(facemogle/flux_forward.py), registered as a forward method so that the gathering happens around it.
+(facemogle/flux_forward.py), registered as a forward method so that the gathering happens around it; so do
+the sampler's calls that are not `forward`: MoGLE's `expert_outputs` and `mix`, the Denoiser's `predict`.
 
 Weights are gathered in the dtype they are stored in (LoRA in backbone.dtype, MoGLE in float32, all of
 them in bfloat16 with trainer.precision=bf16-true); gradients are averaged across ranks in float32. FSDP
@@ -35,7 +36,10 @@ def shard_denoiser(denoiser: Denoiser, mesh: DeviceMesh) -> None:
         fully_shard(block, mesh=mesh, mp_policy=policy)
         register_fsdp_forward_method(block, "forward_streams")
     fully_shard(denoiser.mogle, mesh=mesh, mp_policy=policy)
+    for method in ("expert_outputs", "mix"):
+        register_fsdp_forward_method(denoiser.mogle, method)
     fully_shard(denoiser, mesh=mesh, mp_policy=policy)
+    register_fsdp_forward_method(denoiser, "predict")
 
 
 def is_sharded(module: torch.nn.Module) -> bool:

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.debian import debian_install_reason
+
 BINARIES = ("sbatch", "srun", "scontrol", "squeue", "sinfo", "slurmctld", "slurmd", "munged", "munge")
 PACKAGES = ("slurm-wlm", "munge")
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
@@ -26,20 +28,7 @@ def missing_binaries() -> list[str]:
 
 def install_reason() -> str | None:
     """None when SLURM is (now) installed; otherwise why it is not and cannot be."""
-    if not missing_binaries():
-        return None
-    if os.geteuid() != 0:
-        return f"SLURM is not installed ({', '.join(missing_binaries())} missing) and installing needs root"
-    if shutil.which("apt-get") is None:
-        return "SLURM is not installed and there is no apt-get to install it"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", *PACKAGES]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-        done = subprocess.run(install, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            return f"apt-get install {' '.join(PACKAGES)} failed: {done.stderr.strip()[-300:]}"
-    return f"SLURM still incomplete after apt-get: {missing_binaries()}" if missing_binaries() else None
+    return debian_install_reason("SLURM", PACKAGES, missing_binaries)
 
 
 def _free_port() -> int:

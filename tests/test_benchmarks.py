@@ -40,3 +40,15 @@ def test_synthetic_benchmark_prints_ms_per_face_for_each_size(capsys):
         if line.startswith("| 32 ") or line.startswith("| 48 ")
     ]
     assert len(rows) == 2 and all(float(row[1]) > 0 for row in rows)
+
+
+def test_sampling_benchmark_times_both_samplers_on_both_backbones_with_the_same_images(capsys):
+    main(["sampling", "--repeats", "1", "--tiny-steps", "2", "--dev-steps", "1", "--dev-resolution", "64"])
+    rows = [
+        line.split(" | ")
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| tiny") or line.startswith("| FLUX")
+    ]
+    assert [row[0] for row in rows] == ["| tiny", "| FLUX.1-dev-shaped"]
+    assert [row[3] for row in rows] == ["2 x 3", "1 x 1"]  # true CFG's three passes; guidance's one
+    assert all(float(row[-1].strip(" |")) == 0 for row in rows)  # the same images

@@ -160,15 +160,24 @@ def test_our_sampler_drives_released_weights_as_the_official_sampler_does(backbo
     output equals the official module's given the official timestep for that step."""
     sd, path = official_file
     denoiser = Denoiser(backbone.transformer, load_official_mogle(path))
-    calls = []
-    denoiser.mogle.register_forward_hook(lambda module, args, out: calls.append((*args[:3], out)))
+    mogle, conds, calls = denoiser.mogle, [], []
+    experts, mix = mogle.expert_outputs, mogle.mix
+
+    def recording_mix(experts_out, noisy, t, scale=None):
+        calls.append((noisy, t, mix(experts_out, noisy, t, scale)))
+        return calls[-1][2]
+
+    mogle.expert_outputs = lambda cond: conds.append(cond) or experts(cond)
+    mogle.mix = recording_mix
     masks = torch.randint(0, 19, (1, 64, 64), generator=torch.Generator().manual_seed(2))
     out = sample(
         backbone, denoiser, None, masks, height=64, width=64, settings=SampleSettings(steps=FLUX_DEV_STEPS)
     )
     official_t = official_sampler_timesteps(backbone.scheduler.config, FLUX_DEV_STEPS, 64)
+    assert len(conds) == 1  # the experts once; the gate at every step
     assert len(calls) == FLUX_DEV_STEPS == len(out.gate_weights)  # mask only: one conditioned pass a step
-    for (cond, noisy, t, mine), step_t in zip(calls, official_t, strict=True):
+    (cond,) = conds
+    for (noisy, t, mine), step_t in zip(calls, official_t, strict=True):
         torch.testing.assert_close(t * denoiser.mogle.config.time_scale, step_t.expand(1), atol=0, rtol=0)
         theirs = official_forward(sd, cond, noisy, step_t.expand(1))
         torch.testing.assert_close(mine.tokens, theirs.tokens, atol=1e-5, rtol=1e-5)

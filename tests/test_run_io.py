@@ -7,7 +7,7 @@ from experiments import sample as sample_cli
 from experiments.build import build_module
 from experiments.config import load_config
 from experiments.run_io import export_run, load_run
-from experiments.sample import expert_scale
+from experiments.sample import region_scales
 from facemogle.backbone import save_flux
 from facemogle.mogle import MoGLEConfig
 from facemogle.sampling import SampleSettings, sample
@@ -58,14 +58,17 @@ def test_loading_a_run_without_export_names_the_missing_file(tmp_path):
 
 
 def test_region_scale_maps_part_names_to_active_experts():
-    scale = expert_scale(MoGLEConfig(), ["hair=1.5", "global=0.5"])
+    scale = MoGLEConfig().expert_scale(region_scales(["hair=1.5", "global=0.5"]))
     assert scale[0] == 0.5 and scale[1 + 13] == 1.5 and scale.sum() == 18 + 2.0
-    local = expert_scale(MoGLEConfig(expert_set="local"), ["background=2"])
+    local = MoGLEConfig(expert_set="local").expert_scale({"background": 2})
     assert local.shape == (19,) and local[0] == 2
+    assert MoGLEConfig().expert_scale({}) is None
     with pytest.raises(ValueError, match="no global expert"):
-        expert_scale(MoGLEConfig(expert_set="local"), ["global=2"])
+        MoGLEConfig(expert_set="local").expert_scale({"global": 2})
     with pytest.raises(ValueError, match="PART=SCALE"):
-        expert_scale(MoGLEConfig(), ["beard=2"])
+        region_scales(["beard=2"])
+    with pytest.raises(ValueError, match="region scale 'beard'"):
+        MoGLEConfig().expert_scale({"beard": 2})
 
 
 def test_a_truncated_or_corrupted_export_is_an_error_naming_the_file(flux_dir, tmp_path):
@@ -78,3 +81,20 @@ def test_a_truncated_or_corrupted_export_is_an_error_naming_the_file(flux_dir, t
     (export / "lora" / "pytorch_lora_weights.safetensors").unlink()
     with pytest.raises(ValueError, match=r"pytorch_lora_weights.safetensors is missing"):
         load_run(config.run_dir)
+
+
+def test_the_sample_cli_makes_n_images_of_every_condition(flux_dir, tmp_path):
+    config = load_config(overrides=[f"backbone.path={flux_dir}", f"run_dir={tmp_path / 'run'}"])
+    export_run(config.run_dir, config, build_module(config).denoiser)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.zeros((64, 64), dtype=np.uint8), mode="L").save(masks / f"{name}.png")
+    common = ["--run", config.run_dir, "--steps", "1", "--n", "2", "--seed", "10"]
+    sample_cli.main([*common, "--mask", str(masks / "a.png"), "--out", str(tmp_path / "one")])
+    sample_cli.main([*common, "--masks", str(masks), "--prompt", "a face", "--out", str(tmp_path / "all")])
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["a_seed10.png", "a_seed11.png"]
+    names = sorted(p.name for p in (tmp_path / "all").iterdir())  # mask j's k-th image: seed + j * n + k
+    assert names == ["a_seed10.png", "a_seed11.png", "b_seed12.png", "b_seed13.png"]
+    one, all_ = (np.asarray(Image.open(tmp_path / d / "a_seed11.png")) for d in ("one", "all"))
+    assert not np.array_equal(one, all_)  # the second with the prompt, the first without

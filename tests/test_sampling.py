@@ -4,12 +4,19 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from facemogle.backbone import TinyFluxConfig, tiny_flux
 from facemogle.denoiser import Denoiser, flow_matching_loss
-from facemogle.encode import encode_masks, encode_prompts
+from facemogle.encode import decode_tokens, encode_masks, encode_prompts
 from facemogle.face_parts import PART_INDEX
 from facemogle.mogle import MoGLE
 from facemogle.packing import image_ids
 from facemogle.sampling import MODES as SAMPLING_MODES
-from facemogle.sampling import SampleSettings, check_modes, mode_inputs, sample
+from facemogle.sampling import (
+    SampleSettings,
+    check_modes,
+    make_scheduler,
+    mode_inputs,
+    sample,
+    seed_generators,
+)
 
 PROMPTS = ["She has blond wavy hair and wears eyeglasses.", "He is smiling."]
 MODES = {"text": (PROMPTS, False), "mask": (None, True), "text+mask": (PROMPTS, True)}
@@ -46,23 +53,34 @@ def test_a_sample_does_not_depend_on_its_batch(backbone, denoiser, masks):
     torch.testing.assert_close(both.images[:1], first.images, atol=1e-5, rtol=1e-5)
 
 
-def test_text_only_sampling_without_condition_tokens_never_runs_mogle(backbone, denoiser):
+def record_mogle(monkeypatch, mogle):
+    """-> calls: ("experts", condition latents) and ("mix", None) for each call of MoGLE's two halves."""
     calls = []
-    denoiser.mogle.register_forward_hook(lambda *a: calls.append(1))
+    experts, mix = mogle.expert_outputs, mogle.mix
+    monkeypatch.setattr(
+        mogle, "expert_outputs", lambda cond: calls.append(("experts", cond)) or experts(cond)
+    )
+    monkeypatch.setattr(mogle, "mix", lambda *a: calls.append(("mix", None)) or mix(*a))
+    return calls
+
+
+def test_text_only_sampling_without_condition_tokens_never_runs_mogle(backbone, denoiser, monkeypatch):
+    calls = record_mogle(monkeypatch, denoiser.mogle)
     settings = SampleSettings(steps=2, text_only_condition="none")
     out = sample(backbone, denoiser, PROMPTS, None, height=64, width=64, settings=settings)
     assert calls == [] and out.gate_weights == [] and out.text_only_condition == "none"
 
 
-def test_text_only_sampling_with_the_background_condition_passes_an_all_background_mask(backbone, denoiser):
-    seen = []
-    denoiser.mogle.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+def test_text_only_sampling_with_the_background_condition_passes_an_all_background_mask(
+    backbone, denoiser, monkeypatch
+):
+    calls = record_mogle(monkeypatch, denoiser.mogle)
     settings = SampleSettings(steps=2, text_only_condition="background")
     out = sample(backbone, denoiser, PROMPTS, None, height=64, width=64, settings=settings)
     background = encode_masks(backbone, torch.full((2, 64, 64), PART_INDEX["background"]))
-    assert len(seen) == 2 * 2  # the captioned and the empty-prompt pass of each step, both on the map
-    for cond in seen:
-        torch.testing.assert_close(cond, background, atol=0, rtol=0)
+    # the experts once, on the map; the gate once a step for the captioned and the empty-prompt pass
+    assert [name for name, _ in calls] == ["experts", "mix", "mix"]
+    torch.testing.assert_close(calls[0][1], background, atol=0, rtol=0)
     assert len(out.gate_weights) == 2 and out.gate_weights[0].shape == (2, 64, 20)
     assert out.text_only_condition == "background"
     bare = sample(
@@ -119,13 +137,15 @@ def record_passes(monkeypatch, backbone, denoiser):
     velocity), and the velocity each scheduler step was given."""
     prompted = encode_prompts(backbone, PROMPTS).sequence
     passes, used = [], []
+    predict = denoiser.predict
 
-    def hook(module, args, kwargs, out):
-        text, cond = args[2], args[4]
-        key = ("c" if torch.equal(text.sequence, prompted) else "-") + ("m" if cond is not None else "-")
-        passes.append((key, kwargs.get("guidance"), out.velocity))
+    def recording_predict(noisy, t, text, img_ids, mixed, guidance=None):
+        out = predict(noisy, t, text, img_ids, mixed, guidance)
+        key = ("c" if torch.equal(text.sequence, prompted) else "-") + ("m" if mixed is not None else "-")
+        passes.append((key, guidance, out.velocity))
+        return out
 
-    denoiser.register_forward_hook(hook, with_kwargs=True)
+    monkeypatch.setattr(denoiser, "predict", recording_predict)
     step = FlowMatchEulerDiscreteScheduler.step
 
     def recording_step(self, model_output, *args, **kwargs):
@@ -171,6 +191,67 @@ def test_a_guidance_embedding_backbone_steps_with_its_one_guided_pass(masks, mon
     assert [(key, guidance) for key, guidance, _ in passes] == [("cm", 2.5), ("cm", 2.5)]
     for (_, _, velocity), stepped in zip(passes, used, strict=True):
         torch.testing.assert_close(stepped, velocity, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_experts_run_once_a_call_and_the_gate_once_a_step(backbone, denoiser, masks, monkeypatch, mode):
+    prompts, use_mask = MODES[mode]
+    expert_calls, gate_calls = [], []
+    denoiser.mogle.experts.register_forward_hook(lambda *a: expert_calls.append(1))
+    denoiser.mogle.gate.register_forward_hook(lambda *a: gate_calls.append(1))
+    settings = SampleSettings(steps=3, text_only_condition="background")
+    sample(backbone, denoiser, prompts, masks if use_mask else None, height=64, width=64, settings=settings)
+    assert len(expert_calls) == 1 and len(gate_calls) == settings.steps
+
+
+@pytest.mark.parametrize("guidance_embeds", [False, True])
+def test_experts_once_gives_the_images_of_experts_in_every_pass(masks, guidance_embeds):
+    backbone = tiny_flux(TinyFluxConfig(guidance_embeds=guidance_embeds))
+    denoiser = Denoiser(backbone.transformer, MoGLE())
+    run = {
+        once: sample(
+            backbone,
+            denoiser,
+            PROMPTS,
+            masks,
+            height=64,
+            width=64,
+            settings=SampleSettings(steps=3),
+            expert_scale=torch.linspace(0.5, 1.5, 20),
+            experts_once=once,
+        )
+        for once in (True, False)
+    }
+    torch.testing.assert_close(run[True].images, run[False].images, atol=1e-6, rtol=0)
+    for a, b in zip(run[True].gate_weights, run[False].gate_weights, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=0)
+
+
+def test_a_step_callback_sees_every_step_and_may_replace_the_latents(backbone, denoiser, masks):
+    seen = []
+
+    def on_step(i, timestep, latents):
+        seen.append((i, float(timestep)))
+        return torch.zeros_like(latents) if i == 1 else None
+
+    settings = SampleSettings(steps=2)
+    out = sample(backbone, denoiser, None, masks, height=64, width=64, settings=settings, on_step=on_step)
+    scheduler = make_scheduler(backbone, 2, 64)
+    assert seen == [(0, float(scheduler.timesteps[0])), (1, float(scheduler.timesteps[1]))]
+    zeros = decode_tokens(backbone, torch.zeros(2, 64, 64), 64, 64)
+    torch.testing.assert_close(out.images, zeros, atol=0, rtol=0)
+
+
+def test_one_generator_per_image_is_the_seed_convention(backbone, denoiser, masks):
+    settings = SampleSettings(steps=2)
+    by_seed = sample(backbone, denoiser, None, masks, height=64, width=64, settings=settings, seed=4)
+    generators = seed_generators(4, 2)
+    by_generator = sample(
+        backbone, denoiser, None, masks, height=64, width=64, settings=settings, generator=generators
+    )
+    torch.testing.assert_close(by_seed.images, by_generator.images, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="3 generators for 2 images"):
+        sample(backbone, denoiser, None, masks, height=64, width=64, generator=seed_generators(0, 3))
 
 
 def test_each_mode_keeps_its_own_conditions(masks):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import (
     CLIPConfig,
-    CLIPImageProcessor,
+    CLIPImageProcessorPil,
     CLIPModel,
     CLIPProcessor,
     CLIPTextConfig,
@@ -145,7 +145,7 @@ def build_small_clip(
     model = CLIPModel(
         CLIPConfig(text_config=text, vision_config=vision, projection_dim=config.projection_dim)
     )
-    image_processor = CLIPImageProcessor(
+    image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": config.image_size},
         crop_size={"height": config.image_size, "width": config.image_size},
         image_mean=list(CLIP_MEAN),

@@ -1,0 +1,95 @@
+"""The demo's work without a browser (experiments.demo_core): masks from uploads and from the editor, a face
+with its gate maps, parse and mIoU, the test split's examples."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from experiments.demo_core import CANVAS, Demo, example_masks, read_upload, to_editor
+from experiments.run_io import load_run
+from facemogle.evaluators import load_face_parser
+from facemogle.face_parts import PALETTE, PART_INDEX, colorize
+from tests.golden_samples import export_tiny_run
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, workspace, evaluators):
+    root = tmp_path_factory.mktemp("demo-core")
+    run = load_run(export_tiny_run(root), [f"data.root={workspace / 'data'}", "data.split.protocol=fraction"])
+    return Demo(run, load_face_parser(evaluators / "parser"))
+
+
+def face_labels() -> np.ndarray:
+    """A 64^2 label map of a few large regions: background, skin, hair, a mouth."""
+    labels = np.zeros((64, 64), dtype=np.uint8)
+    labels[16:60, 12:52] = PART_INDEX["skin"]
+    labels[8:24, 10:54] = PART_INDEX["hair"]
+    labels[44:50, 24:40] = PART_INDEX["mouth"]
+    return labels
+
+
+def test_an_uploaded_jpeg_mask_snaps_to_the_palette_with_a_warning(tmp_path):
+    labels = face_labels()
+    jpeg = tmp_path / "mask.jpg"
+    Image.fromarray(colorize(labels)).resize((256, 256), Image.NEAREST).save(jpeg, quality=85)
+    read, warning = read_upload(str(jpeg))
+    small = torch.from_numpy(read.astype(np.int64))[None, ::4, ::4]
+    assert (small[0].numpy() == labels).mean() > 0.97
+    assert "mask.jpg:" in warning and "took the class of the nearest colour" in warning
+    exact = tmp_path / "exact.png"
+    Image.fromarray(labels, mode="L").save(exact)  # a grey label map reads as it is
+    read, warning = read_upload(str(exact))
+    assert np.array_equal(read, labels) and warning is None
+
+
+def test_a_mask_that_is_not_square_or_not_a_mask_is_refused(tmp_path):
+    wide = tmp_path / "wide.png"
+    Image.fromarray(colorize(np.zeros((32, 48), dtype=np.uint8))).save(wide)
+    with pytest.raises(ValueError, match="wide.png is 48x32: this model makes square faces"):
+        read_upload(str(wide))
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photo)
+    with pytest.raises(ValueError, match="photo.png: .* far from every CelebAMask-HQ palette colour"):
+        read_upload(str(photo))
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ValueError, match="notes.png is not an image that can be read"):
+        read_upload(str(text))
+
+
+def test_the_editors_soft_edged_drawing_becomes_labels_at_the_runs_resolution(demo):
+    editor = to_editor(face_labels())
+    assert editor["composite"].shape == (CANVAS, CANVAS, 4)
+    canvas = Image.fromarray(editor["composite"])
+    stroke = Image.new("RGBA", canvas.size)
+    ImageDraw.Draw(stroke).ellipse((200, 300, 330, 380), fill=(*PALETTE[PART_INDEX["nose"]].tolist(), 255))
+    soft = Image.alpha_composite(
+        canvas, stroke.resize((128, 128), Image.BILINEAR).resize(canvas.size, Image.BILINEAR)
+    )
+    labels, warning = demo.labels({"composite": np.asarray(soft), "background": None, "layers": []})
+    assert labels.shape == (1, 64, 64) and warning is not None  # the blurred edge's colours were snapped
+    expected = face_labels()
+    expected[38:47, 25:41] = PART_INDEX["nose"]  # the ellipse's core at 1/8 scale
+    assert (labels[0].numpy() == expected).mean() > 0.95 and labels[0, 42, 32] == PART_INDEX["nose"]
+    empty = np.zeros((CANVAS, CANVAS, 4), dtype=np.uint8)  # a cleared canvas is transparent: background
+    assert demo.labels({"composite": empty})[0].max() == 0
+
+
+def test_a_face_comes_with_its_gate_maps_parse_and_miou(demo):
+    labels = torch.from_numpy(face_labels().astype(np.int64))[None]
+    face = demo.generate(labels, "She smiles.", "text+mask", 0, 2, {}, {})
+    assert face.image.shape == (64, 64, 3) and face.gate.shape == (64, 64, 3) and face.gate_table.ndim == 3
+    assert face.parse.shape == (64, 64, 3) and 0 <= face.miou <= 1
+    assert face.regions == ["background", "skin", "mouth", "hair"]
+    stronger = demo.generate(labels, "She smiles.", "text+mask", 0, 2, {}, {"hair": 2.5})
+    assert np.abs(stronger.image.astype(int) - face.image.astype(int)).max() > 0
+    text = demo.generate(labels, "She smiles.", "text", 0, 2, {"text_scale": 3.0}, {})
+    assert text.gate is None and text.miou is None and text.parse is not None
+    with pytest.raises(ValueError, match="the text\\+mask mode needs a prompt"):
+        demo.generate(labels, "  ", "text+mask", 0, 2, {}, {})
+
+
+def test_examples_are_the_test_splits_masks_with_their_first_caption(demo):
+    examples = example_masks(demo.run, 8)  # the workspace's test split holds 2 of its 24 faces
+    assert len(examples) == 2 and all(labels.shape == (64, 64) and caption for labels, caption in examples)
