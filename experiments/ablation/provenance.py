@@ -12,31 +12,21 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
 
 from experiments.ablation.study import TIMING, StudySettings
+from experiments.eval_protocol import git_commit as code_commit
 
 
-def git_commit(repo: Path) -> str:
-    """The commit checked out in `repo`, with "+ uncommitted changes" when the tree differs from it;
+def git_commit() -> str:
+    """The commit of the code that ran, with "+ uncommitted changes" when tracked files differ from it;
     "unknown" outside a git checkout."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+    record = code_commit()
+    if record["commit"] is None:
         return "unknown"
-    return commit + (" + uncommitted changes" if status else "")
+    return record["commit"] + (" + uncommitted changes" if record["dirty"] else "")
 
 
 def directory_sha256(path: str | Path) -> str:

@@ -38,7 +38,6 @@ from experiments.ablation.sweep import read_sweep
 from experiments.ablation.variants import PAPER, PAPER_COLUMNS
 from facemogle.atomic import atomic_write_json, atomic_write_text
 
-REPO = Path(__file__).resolve().parents[2]
 CURVE_METRICS = ("mask_miou", "fid", "clip_score")
 NO_SWEEP = "Not run: full's first seed has not finished, or its backbone samples with a guidance embedding."
 
@@ -120,7 +119,7 @@ def provenance(settings: StudySettings, command: str) -> dict:
     backbone = settings.run_config(settings.variants[0], settings.seeds[0]).backbone.path
     return {
         "command": command,
-        "commit": git_commit(REPO),
+        "commit": git_commit(),
         "backbone": backbone,
         "backbone_sha256": directory_sha256(backbone) if Path(backbone).is_dir() else None,
         "machine": machine(),
