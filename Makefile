@@ -30,7 +30,7 @@ EVAL_MODES ?= text,mask,text+mask
 # budget, on three seeds for confidence intervals (README, Ablation, for its wall time).
 ABLATE_RUNS ?= runs/ablate
 ABLATE_OUT ?= results/ablation
-ABLATE_STEPS ?= 1250
+ABLATE_STEPS ?= 1500
 ABLATE_SEEDS ?= 0,1,2
 
 # The demo's address (`make demo`)
