@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from data_modules.datamodule import DataConfig
 from data_modules.dataset import load_faces
 from data_modules.layouts import FaceRecord, scan
 from data_modules.split import SPLITS, split_records
@@ -112,26 +113,35 @@ class Evaluation:
     markdown_path: Path
 
 
+def run_sample_settings(run: LoadedRun, steps: int | None, text_only_condition: str | None) -> SampleSettings:
+    """The run's train.sample, with `steps` and `text_only_condition` in place of its own where given."""
+    sampling = SampleSettings(**vars(run.config.train.sample))
+    if steps is not None:
+        sampling.steps = steps
+    if text_only_condition is not None:
+        sampling.text_only_condition = text_only_condition
+    return sampling
+
+
+def split_faces(data: DataConfig, split: str, n: int | None) -> tuple[list[FaceRecord], Faces]:
+    """The split's first n faces (all with None) in key order, as evaluation takes them."""
+    records = split_records(scan(data.root, data.layout, data.captions).records, data.split, split, n)
+    return records, load_faces(records, data.resolution)
+
+
 def evaluate_run(settings: EvalSettings) -> Evaluation:
     run = load_run(settings.run, settings.overrides)
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run.backbone.to(device)
     run.denoiser.to(device)
-    sampling = SampleSettings(**vars(run.config.train.sample))
-    if settings.steps is not None:
-        sampling.steps = settings.steps
-    if settings.text_only_condition is not None:
-        sampling.text_only_condition = settings.text_only_condition
+    sampling = run_sample_settings(run, settings.steps, settings.text_only_condition)
 
     data = run.config.data
-    records = split_records(
-        scan(data.root, data.layout, data.captions).records, data.split, settings.split, settings.n
-    )
+    records, faces = split_faces(data, settings.split, settings.n)
     if len(records) < 2:
         raise ValueError(
             f"{data.root}: the {settings.split} split has {len(records)} face; FID and KID need 2"
         )
-    faces = load_faces(records, data.resolution)
     metrics = build_generation_metrics(
         settings.evaluators, MetricsConfig(kid_subset_size=settings.kid_subset_size)
     ).to(device)

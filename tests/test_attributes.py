@@ -12,7 +12,8 @@ from data_modules.attributes import attribute_targets
 from data_modules.datamodule import DataConfig
 from data_modules.split import SplitConfig
 from data_modules.synthetic import draw_face, write_synthetic
-from experiments.ablation.attributes import AttributeScorer, split_faces
+from experiments.ablation.attributes import AttributeScorer
+from experiments.evaluation import split_faces
 from facemogle.metrics.attributes import FEATURES, NearestMean, accuracy
 from tests.test_eval_evaluators import TRAINED, needs_trained
 

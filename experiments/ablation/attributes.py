@@ -15,21 +15,12 @@ import torch
 
 from data_modules.attributes import ATTRIBUTES_FILE, attribute_targets, read_attributes
 from data_modules.datamodule import DataConfig
-from data_modules.dataset import load_faces
-from data_modules.layouts import FaceRecord, scan
-from data_modules.split import split_records
+from experiments.evaluation import split_faces
 from facemogle.evaluators import FaceParser, load_face_parser
-from facemogle.faces import Faces
 from facemogle.metrics.attributes import FEATURES, NearestMean, accuracy
 
 FIT_FACES = 600  # real training faces the class means are fit on
 BATCH = 32
-
-
-def split_faces(data: DataConfig, split: str, n: int | None) -> tuple[list[FaceRecord], Faces]:
-    """The split's first n faces (all with None) in key order, as evaluation takes them."""
-    records = split_records(scan(data.root, data.layout, data.captions).records, data.split, split, n)
-    return records, load_faces(records, data.resolution)
 
 
 def scorer_for(

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from experiments.ablation.attributes import AttributeScorer, split_faces
+from experiments.ablation.attributes import AttributeScorer
+from experiments.evaluation import run_sample_settings, split_faces
 from experiments.run_io import load_run
 from facemogle.face_parts import PARTS
 from facemogle.gate_analysis import gate_usage, stacked_weights
-from facemogle.sampling import SampleSettings, mode_inputs, sample
+from facemogle.sampling import mode_inputs, sample
 
 PROBE = "probe.json"  # in the run directory, or a sweep point's
 EXPERT_NAMES = ("global", *PARTS)  # condition map i's expert, as facemogle.mogle orders them
@@ -44,11 +45,7 @@ def probe_run(run_dir: str | Path, settings: ProbeSettings, scorer: AttributeSco
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     run.backbone.to(device)
     run.denoiser.to(device)
-    sampling = SampleSettings(**vars(run.config.train.sample))
-    if settings.sample_steps is not None:
-        sampling.steps = settings.sample_steps
-    if settings.text_only_condition is not None:
-        sampling.text_only_condition = settings.text_only_condition
+    sampling = run_sample_settings(run, settings.sample_steps, settings.text_only_condition)
     data = run.config.data
     records, faces = split_faces(data, "test", settings.n)
     result = {"n": len(faces), "sample": vars(sampling), "modes": {}, "gate": None}
