@@ -17,7 +17,7 @@ from facemogle.face_parts import colorize
 from tests.browser import chromium, fetch_image
 from tests.golden_samples import export_tiny_run
 
-pytestmark = pytest.mark.slow  # about 20 s: a browser, a page server and a generation
+pytestmark = pytest.mark.slow  # it starts a browser, a page server and a generation
 pytest.importorskip("gradio")
 
 TIMEOUT = 120  # seconds for a step the page takes (generation on a busy 2-core machine included)
