@@ -61,7 +61,9 @@ def test_a_face_from_an_uploaded_mask_and_a_prompt_in_the_browser(page, browser,
     browser.get(url)
     wait.until(lambda d: d.find_elements(By.ID, "generate"))
 
-    browser.find_element(By.CSS_SELECTOR, "#mask-editor button[aria-label='Color']").click()
+    # gradio draws the editor's toolbar after the page's buttons: wait for it as for any other element
+    colour = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#mask-editor button[aria-label='Color']"))
+    colour[0].click()
     hair = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#mask-editor button[title='hair']"))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#mask-editor button[title]")) >= 19 and hair
 
