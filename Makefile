@@ -32,6 +32,8 @@ ABLATE_RUNS ?= runs/ablate
 ABLATE_OUT ?= results/ablation
 ABLATE_STEPS ?= 1500
 ABLATE_SEEDS ?= 0,1,2
+# runs at once, each with cores / ABLATE_WORKERS torch threads: on 2 cores two one-thread runs beat one of two
+ABLATE_WORKERS ?= 2
 
 # The demo's address (`make demo`)
 DEMO_HOST ?= 127.0.0.1
@@ -118,5 +120,5 @@ demo: $(RUN)/export/config.yaml | $(INSTALLED)
 # Resumable: finished stages are skipped, an interrupted run continues from its last checkpoint.
 ablate: $(BACKBONE)/model_index.json $(DATA)/attributes.json $(EVALUATORS)/report.json | $(INSTALLED)
 	$(PYTHON) -m experiments.ablate_gating --config $(CONFIG) --steps $(ABLATE_STEPS) --seeds $(ABLATE_SEEDS) \
-		--n $(EVAL_N) --runs $(ABLATE_RUNS) --out $(ABLATE_OUT) backbone.path=$(BACKBONE) data.root=$(DATA) \
+		--workers $(ABLATE_WORKERS) --n $(EVAL_N) --runs $(ABLATE_RUNS) --out $(ABLATE_OUT) backbone.path=$(BACKBONE) data.root=$(DATA) \
 		eval.evaluators.clip_path=$(EVALUATORS)/clip eval.evaluators.parser_path=$(EVALUATORS)/parser $(ARGS)

@@ -7,6 +7,7 @@ guidance sweep.
     python -m experiments.ablate_gating ... --verify full:0     # rerun one variant and seed, compare with runs.csv
     python -m experiments.ablate_gating ... --slurm [--sbatch-arg=--partition=gpu ...]
     python -m experiments.ablate_gating ... --gather
+    python -m experiments.ablate_gating ... --workers 2      # the runs in 2 processes of cores / 2 threads each
 
 Variants (experiments/ablation/variants.py): full, global_only, local_only, scalar_gate, static_gate, no_gate,
 identity_experts, identity_no_gate, plain, mlp_experts, balanced, and the mask_dropped reference row read from
@@ -14,7 +15,8 @@ full's runs. Runs go to RUNS/VARIANT/seedS (experiments/ablation/study.py: every
 an interrupted run resumes); the results to OUT (experiments/ablation/report.py) and, with a wandb logger, to
 a W&B run named "ablation" in RUNS/wandb. --slurm submits experiments/slurm/ablate.sbatch as a job array and
 a gather job after it (logs in RUNS/slurm); --task I runs the I-th (variant, seed) alone; --gather runs the
-guidance sweep if full's first seed has finished and writes the results from whatever has finished.
+guidance sweep if full's first seed has finished and writes the results from whatever has finished; --sweep
+runs that sweep alone. --workers N runs the tasks in N processes (experiments/ablation/workers.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import shlex
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from lightning.pytorch.loggers import WandbLogger
 from PIL import Image
 
@@ -31,6 +34,7 @@ from experiments.ablation import slurm, table
 from experiments.ablation.report import lazy_scorer, verify, write_report
 from experiments.ablation.study import StudySettings, run_one, run_sweep_of_full
 from experiments.ablation.variants import VARIANTS, parse_variants
+from experiments.ablation.workers import run_workers, worker_threads
 from experiments.config import load_config
 from experiments.loggers import make_logger
 from experiments.prerequisites import require_config
@@ -89,11 +93,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     action.add_argument(
         "--gather", action="store_true", help="only the sweep and the results from finished runs"
     )
+    action.add_argument(
+        "--sweep", action="store_true", help="only full's guidance sweep, once its run finished"
+    )
     action.add_argument("--slurm", action="store_true", help="submit a SLURM job array and a gather job")
     action.add_argument(
         "--verify", default=None, metavar="VARIANT:SEED", help="rerun one run, compare with runs.csv"
     )
     ap.add_argument("--sbatch-arg", action="append", default=[], help="extra sbatch option (repeatable)")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="processes running the tasks, each with cores / N threads"
+    )
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every variant")
     return ap.parse_args(argv)
 
@@ -179,6 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_from(args)
     if args.sbatch_arg and not args.slurm:
         raise ValueError("--sbatch-arg only goes with --slurm")
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: expected 1 or more")
+    if args.workers > 1 and (args.task is not None or args.gather or args.sweep or args.slurm or args.verify):
+        raise ValueError(
+            "--workers runs a whole study: it does not go with --task, --gather, --sweep, --slurm or --verify"
+        )
     tasks = settings.tasks()
     for variant, seed in tasks:  # a bad key or value fails here, before anything runs or is queued
         settings.run_config(variant, seed)
@@ -205,10 +221,20 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError(f"--task {args.task}: this study has tasks 0..{len(tasks) - 1}")
         run_one(settings, *tasks[args.task], scorer)
         return
-    if not args.gather:
+    if args.sweep:
+        ran = run_sweep_of_full(settings, scorer)
+        print("ran the guidance sweep" if ran else "no sweep: full's first seed has not finished")
+        return
+    failures = []
+    if args.workers > 1:
+        failures = run_workers(settings, args.workers)
+        torch.set_num_threads(worker_threads(args.workers))  # provenance.json records the runs' threads
+    elif not args.gather:
         for variant, seed in tasks:
             run_one(settings, variant, seed, scorer)
     print(f"wrote {gather(settings, scorer)}")
+    if failures:
+        raise ValueError(f"{len(failures)} jobs failed (the results hold the rest): " + "; ".join(failures))
 
 
 if __name__ == "__main__":

@@ -52,3 +52,11 @@ def test_sampling_benchmark_times_both_samplers_on_both_backbones_with_the_same_
     assert [row[0] for row in rows] == ["| tiny", "| FLUX.1-dev-shaped"]
     assert [row[3] for row in rows] == ["2 x 3", "1 x 1"]  # true CFG's three passes; guidance's one
     assert all(float(row[-1].strip(" |")) == 0 for row in rows)  # the same images
+
+
+def test_workers_benchmark_times_one_process_against_concurrent_ones(capsys):
+    main(["workers", "--workers", "2", "--steps", "1", "--batch", "2"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 1 x") or line.startswith("| 2 x")]
+    assert len(rows) == 2 and rows[0].endswith("| 1.00x |")
+    assert float(rows[1].split("|")[-2].strip().rstrip("x")) > 0

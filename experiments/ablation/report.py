@@ -18,6 +18,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from experiments.ablation import gate_plot, sweep_report, table
@@ -237,6 +238,9 @@ def verify(settings: StudySettings, variant: str, seed: int, scorer) -> list[str
     if not recorded.is_file():
         raise ValueError(f"{recorded} does not exist: run the study (or --gather) before --verify")
     expected = table.read_runs_csv(recorded)
+    origin = Path(settings.out) / "provenance.json"
+    if origin.is_file():  # a run's bits depend on the thread count: train with the study's
+        torch.set_num_threads(json.loads(origin.read_text())["machine"]["torch_threads"])
     scratch = replace(
         settings,
         runs=str(Path(settings.runs) / "verify"),

@@ -30,7 +30,7 @@ from experiments.ablation import curves
 from experiments.ablation.attributes import AttributeScorer
 from experiments.ablation.probe import PROBE, ProbeSettings, probe_run
 from experiments.ablation.reports import evaluated, probed
-from experiments.ablation.sweep import SweepSettings, run_sweep, samples_with_true_cfg
+from experiments.ablation.sweep import SweepSettings, points, read_sweep, run_sweep, samples_with_true_cfg
 from experiments.ablation.variants import REFERENCES, VARIANT_KEYS, VARIANTS
 from experiments.config import Config, load_config, to_yaml
 from experiments.evaluation import EvalSettings, evaluate_run
@@ -126,6 +126,10 @@ class StudySettings:
         """The modes a variant's runs are sampled in: text+mask, and those of the reference rows read from them."""
         return (MODE, *(r.mode for r in REFERENCES.values() if r.source == variant))
 
+    def probe_count(self) -> int | None:
+        """Test faces probed for gate usage and attributes."""
+        return self.probe_n if self.probe_n is not None else self.n
+
     def sample(self) -> dict:
         """The sampling settings every stored evaluation must have been made with."""
         return {} if self.sample_steps is None else {"steps": self.sample_steps}
@@ -154,6 +158,21 @@ def is_finished(run_dir: Path, settings: StudySettings, variant: str) -> bool:
     return (run_dir / TRAIN_RECORD).is_file() and is_evaluated(run_dir, settings, variant)
 
 
+def is_complete(settings: StudySettings, variant: str, seed: int) -> bool:
+    """Every stage of run_one done: trained, evaluated, probed and (curve variants) each step evaluated."""
+    run_dir = settings.run_dir(variant, seed)
+    if not is_finished(run_dir, settings, variant):
+        return False
+    if not probed(run_dir / PROBE, settings.modes(variant), settings.probe_count(), settings.sample()):
+        return False
+    return variant not in settings.curve_variants or all(done for *_, done in curve_points(settings, run_dir))
+
+
+def sweep_done(settings: StudySettings) -> bool:
+    sweep = settings.sweep_settings()
+    return len(read_sweep(sweep)) == len(points(sweep))
+
+
 class Timing:
     """RUN/timing.json: seconds per stage, kept across the processes that worked on the run."""
 
@@ -162,6 +181,8 @@ class Timing:
         self.seconds = json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def record(self, stage: str, seconds: float) -> None:
+        if self.path.is_file():  # another process (the sweep) may have recorded a stage since
+            self.seconds = json.loads(self.path.read_text())
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
         atomic_write_json(self.path, self.seconds)
 
@@ -191,7 +212,7 @@ def run_one(
         timing.run(
             "evaluate", lambda: evaluate_run(eval_settings(settings, config, run_dir, settings.n, modes))
         )
-    probe_n = settings.probe_n if settings.probe_n is not None else settings.n
+    probe_n = settings.probe_count()
     if not probed(run_dir / PROBE, modes, probe_n, settings.sample()):
         probe = ProbeSettings(probe_n, modes, settings.sample_steps, MASK_DROPPED_CONDITION)
         timing.run("probe", lambda: atomic_write_json(run_dir / PROBE, probe_run(run_dir, probe, scorer())))
@@ -219,14 +240,26 @@ def eval_settings(
     )
 
 
-def evaluate_curve(settings: StudySettings, config: Config, run_dir: Path) -> None:
-    """Each step checkpoint exported and evaluated on curve_n faces; the last step is the run's own export."""
+def curve_points(settings: StudySettings, run_dir: Path) -> list[tuple[Path | None, Path, bool]]:
+    """(step checkpoint, its curve point folder, evaluated yet) of a trained run; the last step has no
+    checkpoint: it is the run's own export."""
     n = settings.curve_n if settings.curve_n is not None else settings.n
     final = json.loads((run_dir / TRAIN_RECORD).read_text())["steps"]
     earlier = [(step, checkpoint) for step, checkpoint in curves.checkpoint_steps(run_dir) if step < final]
+    found = []
     for step, checkpoint in [*earlier, (final, None)]:
         point = curves.point_dir(run_dir, step)
-        if evaluated(point / "eval" / f"{SPLIT}.json", (MODE,), n, settings.sample()):
+        found.append(
+            (checkpoint, point, evaluated(point / "eval" / f"{SPLIT}.json", (MODE,), n, settings.sample()))
+        )
+    return found
+
+
+def evaluate_curve(settings: StudySettings, config: Config, run_dir: Path) -> None:
+    """Each step checkpoint exported and evaluated on curve_n faces; the last step is the run's own export."""
+    n = settings.curve_n if settings.curve_n is not None else settings.n
+    for checkpoint, point, done in curve_points(settings, run_dir):
+        if done:
             continue
         if checkpoint is None:
             link = point / EXPORT

@@ -1,0 +1,67 @@
+"""The study in worker processes (`--workers N`): the job order, the sweep waiting for full's first seed, and a
+quick study run end to end by two one-thread workers."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from experiments import ablate_gating
+from experiments.ablation import workers
+from experiments.ablation.study import StudySettings
+from experiments.ablation.workers import SWEEP, jobs, next_job
+from tests.test_ablation import study_args
+
+
+def test_jobs_run_in_task_order_and_the_sweep_waits_for_full_s_first_seed(tmp_path, monkeypatch):
+    settings = StudySettings(
+        "experiments/configs/tiny.yaml", variants=["full", "plain"], seeds=[0, 1], runs=str(tmp_path)
+    )
+    pending = jobs(settings)  # nothing on disk: every task, and the sweep after full seed 0
+    assert [j.index for j in pending] == [0, SWEEP, 1, 2, 3]
+    assert pending[0].argv[-2:] == ["--task", "0"] and pending[1].argv[-1] == "--sweep"
+    assert "--workers" not in pending[0].argv  # the tasks run the study's own arguments
+
+    finished = set()
+    monkeypatch.setattr(workers, "is_finished", lambda run_dir, s, v: run_dir.name in finished)
+    assert next_job(pending, settings, set()).index == 0
+    pending.pop(0)
+    assert next_job(pending, settings, {0}).index == 1  # full seed 0 trains: the sweep waits
+    finished.add("seed0")
+    assert next_job(pending, settings, {0}).index == 1  # finished on disk but its process still runs
+    assert next_job(pending, settings, set()).index == SWEEP
+    assert next_job([pending[0]], settings, set()).index == SWEEP
+    finished.clear()
+    assert next_job([pending[0]], settings, set()) is None
+
+
+def test_workers_go_with_a_whole_study_only(workspace, evaluators, tmp_path):
+    args = study_args(workspace, evaluators, tmp_path)
+    for extra in (["--task", "0"], ["--gather"], ["--sweep"], ["--verify", "full:0"]):
+        with pytest.raises(ValueError, match="--workers runs a whole study"):
+            ablate_gating.main([*args, "--workers", "2", *extra])
+    with pytest.raises(ValueError, match="--workers 0"):
+        ablate_gating.main([*args, "--workers", "0"])
+
+
+@pytest.mark.slow  # two worker processes train, evaluate and sweep a quick study
+def test_two_workers_run_a_quick_study_and_record_their_threads(workspace, evaluators, tmp_path, capsys):
+    args = study_args(workspace, evaluators, tmp_path, "--variants", "full,plain", "--workers", "2")
+    ablate_gating.main(args)
+
+    printed = capsys.readouterr().out
+    assert "3 jobs in 2 workers" in printed and "FAILED" not in printed
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    for name in ("task-000.log", "task-001.log", "sweep.log"):
+        assert (runs / "logs" / name).stat().st_size > 0
+    rows = {r["variant"] for r in csv.DictReader((out / "ablation.csv").open())}
+    assert rows == {"full", "plain", "mask_dropped"}
+    assert (out / "guidance_sweep.csv").is_file()
+    origin = json.loads((out / "provenance.json").read_text())
+    assert origin["machine"]["torch_threads"] == workers.worker_threads(2)
+    assert {"train", "evaluate", "probe", "curve", "sweep"} <= set(origin["seconds"])
+
+    ablate_gating.main(args)  # all done: no job starts again
+    assert "0 jobs in 2 workers" in capsys.readouterr().out
