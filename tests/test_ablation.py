@@ -179,7 +179,9 @@ def test_the_sweep_chooses_the_lowest_fid_among_points_that_keep_the_mask_and_th
     assert choice.chosen is None and choice.closest.point == Point(
         1.0, 4.0
     )  # min(0.956, 1.013) is the largest
-    assert "No point of the grid meets" in sweep_report.choice_text(results, strict)
+    assert choice.mask_kept.point == Point(2.0, 4.0)  # the only point at mIoU 0.68 or more
+    text = sweep_report.choice_text(results, strict)
+    assert "No point of the grid meets" in text and "the lowest FID: text scale 2, mask scale 4" in text
     figure = sweep_report.figure(results, settings)
     assert figure.width > 200 and figure.height > 60
 

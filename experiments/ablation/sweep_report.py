@@ -23,6 +23,9 @@ class Choice:
     chosen: PointResult | None  # the feasible point with the lowest FID; None when no point is feasible
     closest: PointResult | None  # with none feasible: the point nearest to meeting both thresholds
     feasible: list[PointResult]
+    # with none feasible: the lowest FID among the points that keep the mask (a CLIP ratio flatters a text scale
+    # whose text-only score is itself low, so the closest point can be a poor image)
+    mask_kept: PointResult | None = None
 
 
 def value(result: PointResult, key: str) -> float:
@@ -53,7 +56,13 @@ def choose(results: list[PointResult], settings: SweepSettings) -> Choice:
     if feasible:
         return Choice(min(feasible, key=lambda r: value(r, "fid")), None, feasible)
     scored = [r for r in grid if not any(math.isnan(m) for m in margins(r))]
-    return Choice(None, max(scored, key=lambda r: min(margins(r)), default=None), [])
+    kept = [r for r in grid if margins(r)[0] >= 1 and not math.isnan(value(r, "fid"))]
+    return Choice(
+        None,
+        max(scored, key=lambda r: min(margins(r)), default=None),
+        [],
+        min(kept, key=lambda r: value(r, "fid"), default=None),
+    )
 
 
 TABLES = (  # key, title, format, higher is better
@@ -94,7 +103,13 @@ def choice_text(results: list[PointResult], settings: SweepSettings) -> str:
         )
     if choice.closest is None:
         return f"No point of the grid has both a mask mIoU and a CLIP score relative to text-only, so none can be held to {rule}."
-    return f"No point of the grid meets {rule}. The closest: {_describe(choice.closest, results)}."
+    text = f"No point of the grid meets {rule}. The closest: {_describe(choice.closest, results)}."
+    if choice.mask_kept is not None and choice.mask_kept is not choice.closest:
+        text += (
+            f" Among the points with mask mIoU >= {settings.min_miou}, the lowest FID: "
+            f"{_describe(choice.mask_kept, results)}."
+        )
+    return text
 
 
 def markdown(results: list[PointResult], settings: SweepSettings) -> str:

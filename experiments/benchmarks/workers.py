@@ -47,7 +47,16 @@ def time_steps(steps: int, batch: int) -> float:
 def concurrent(processes: int, threads: int, steps: int, batch: int) -> list[float]:
     """Seconds a step in each of `processes` processes of `threads` threads, started together."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    argv = [sys.executable, "-m", "experiments.benchmark", "workers", "--one", str(steps), "--batch", str(batch)]
+    argv = [
+        sys.executable,
+        "-m",
+        "experiments.benchmark",
+        "workers",
+        "--one",
+        str(steps),
+        "--batch",
+        str(batch),
+    ]
     procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True) for _ in range(processes)]
     outputs = [p.communicate()[0] for p in procs]
     if any(p.returncode for p in procs):
