@@ -62,6 +62,11 @@ def test_two_workers_run_a_quick_study_and_record_their_threads(workspace, evalu
     origin = json.loads((out / "provenance.json").read_text())
     assert origin["machine"]["torch_threads"] == workers.worker_threads(2)
     assert {"train", "evaluate", "probe", "curve", "sweep"} <= set(origin["seconds"])
+    assert (
+        origin["elapsed"]["workers"] == 2
+        and 0 < origin["elapsed"]["seconds"] < origin["seconds"]["total"] + 60
+    )
+    assert "the runs in 2 worker processes" in (out / "ablation.md").read_text()
 
     ablate_gating.main(args)  # all done: no job starts again
     assert "0 jobs in 2 workers" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """Where a results table comes from: the code's commit, the backbone's bytes, the machine, and the time.
 
 The backbone's sha256 is over its files (relative path and content, in path order), so a copy of the same
-directory gives the same digest. The study's wall time is the sum of the seconds its runs recorded for each
+directory gives the same digest. The study's compute time is the sum of the seconds its runs recorded for each
 stage (training, evaluation, probe, learning curve, guidance sweep): the work itself, on this machine,
 however many times the study was stopped and resumed.
 """

@@ -37,6 +37,7 @@ from experiments.ablation.stats import mean_interval
 from experiments.ablation.study import MODE, SPLIT, StudySettings, run_one
 from experiments.ablation.sweep import read_sweep
 from experiments.ablation.variants import PAPER, PAPER_COLUMNS
+from experiments.ablation.workers import read_elapsed
 from facemogle.atomic import atomic_write_json, atomic_write_text
 
 CURVE_METRICS = ("mask_miou", "fid", "clip_score")
@@ -125,6 +126,7 @@ def provenance(settings: StudySettings, command: str) -> dict:
         "backbone_sha256": directory_sha256(backbone) if Path(backbone).is_dir() else None,
         "machine": machine(),
         "seconds": study_seconds(settings),
+        "elapsed": read_elapsed(settings),  # None unless the runs ran in --workers
     }
 
 
@@ -169,8 +171,14 @@ def markdown(settings: StudySettings, origin: dict, rows, gates, points, swept) 
         "",
         f"Made by `{origin['command']}` at commit `{origin['commit']}`, on {m['cpu']} ({m['cores']} cores, "
         f"{m['torch_threads']} torch threads, torch {m['torch']}); backbone `{origin['backbone']}`, sha256 "
-        f"`{origin['backbone_sha256']}`. Wall time {hours_minutes(seconds['total'])} ({stages}): the sum of the "
-        "stages the runs recorded.",
+        f"`{origin['backbone_sha256']}`. Compute time {hours_minutes(seconds['total'])} ({stages}): the sum "
+        "of the seconds the runs recorded for each stage."
+        + (
+            f" Elapsed {hours_minutes(elapsed['seconds'])}: the runs in {elapsed['workers']} worker processes of "
+            f"{elapsed['threads']} torch threads."
+            if (elapsed := origin.get("elapsed"))
+            else ""
+        ),
         "",
         f"Each variant is an ordinary training run from `{settings.config}` ({config.trainer.max_steps} steps), "
         "differing only in the keys experiments/ablation/variants.py sets, evaluated on the test split "

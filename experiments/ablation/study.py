@@ -7,7 +7,7 @@ for the learning-curve variants, evaluated at each step checkpoint; then the ful
                                         mode with no condition tokens, the mask-dropped reference row)
     RUNS/VARIANT/seedS/probe.json       gate usage and attribute accuracy (experiments.ablation.probe)
     RUNS/VARIANT/seedS/curve/           its step checkpoints evaluated (experiments.ablation.curves)
-    RUNS/VARIANT/seedS/timing.json      the seconds each stage took (the study's wall time adds them up)
+    RUNS/VARIANT/seedS/timing.json      the seconds each stage took (the study's compute time adds them up)
     RUNS/full/seedS/sweep/              the first seed's guidance sweep (experiments.ablation.sweep)
 
 Every stage is skipped when its output exists for these settings, and training resumes from the run's newest

@@ -10,6 +10,7 @@ records the threads the runs used (their bits depend on it).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.ablation.study import StudySettings, is_complete, is_finished, sweep_done
+from facemogle.atomic import atomic_write_json
 
 SWEEP = -1  # the job index of the guidance sweep
+ELAPSED = "elapsed.json"  # RUNS/elapsed.json: the study's elapsed seconds in workers, over every invocation
 
 
 @dataclass
@@ -67,6 +70,7 @@ def run_workers(settings: StudySettings, workers: int, poll: float = 5.0) -> lis
     print(f"{len(pending)} jobs in {workers} workers of {threads} torch threads; logs in {logs}", flush=True)
     running: dict[int, tuple[Job, subprocess.Popen, float]] = {}
     failures = []
+    began, started = time.monotonic(), 0
     try:
         while pending or running:
             while len(running) < workers and (job := next_job(pending, settings, set(running))):
@@ -75,6 +79,7 @@ def run_workers(settings: StudySettings, workers: int, poll: float = 5.0) -> lis
                 with log.open("a") as out:
                     proc = subprocess.Popen(job.argv, stdout=out, stderr=subprocess.STDOUT, env=env)
                 running[job.index] = (job, proc, time.monotonic())
+                started += 1
                 print(f"{time.strftime('%H:%M:%S')} started {job.name} ({log})", flush=True)
             if not running:  # only the sweep is left and full's first seed failed
                 failures += [
@@ -98,4 +103,18 @@ def run_workers(settings: StudySettings, workers: int, poll: float = 5.0) -> lis
             proc.terminate()
         for _, proc, _ in running.values():
             proc.wait()
+        if started:
+            add_elapsed(settings, time.monotonic() - began, workers, threads)
     return failures
+
+
+def add_elapsed(settings: StudySettings, seconds: float, workers: int, threads: int) -> None:
+    path = Path(settings.runs) / ELAPSED
+    record = json.loads(path.read_text()) if path.is_file() else {"seconds": 0.0, "workers": workers}
+    record.update(seconds=record["seconds"] + seconds, workers=workers, threads=threads)
+    atomic_write_json(path, record, indent=1)
+
+
+def read_elapsed(settings: StudySettings) -> dict | None:
+    path = Path(settings.runs) / ELAPSED
+    return json.loads(path.read_text()) if path.is_file() else None
