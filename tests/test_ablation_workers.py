@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import sys
+import threading
 
 import pytest
 
 from experiments import ablate_gating
 from experiments.ablation import workers
 from experiments.ablation.study import StudySettings
-from experiments.ablation.workers import SWEEP, jobs, next_job
+from experiments.ablation.workers import SWEEP, Job, jobs, next_job, read_elapsed, run_workers
 from tests.test_ablation import study_args
 
 
@@ -35,6 +39,23 @@ def test_jobs_run_in_task_order_and_the_sweep_waits_for_full_s_first_seed(tmp_pa
     assert next_job([pending[0]], settings, set()).index == SWEEP
     finished.clear()
     assert next_job([pending[0]], settings, set()) is None
+
+
+def test_sigterm_stops_the_jobs_and_keeps_the_elapsed_time(tmp_path, monkeypatch):
+    settings = StudySettings("experiments/configs/tiny.yaml", variants=["plain"], runs=str(tmp_path))
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    monkeypatch.setattr(workers, "jobs", lambda s: [Job(0, "plain seed 0", sleeper)])
+    procs = []
+    popen = workers.subprocess.Popen
+    monkeypatch.setattr(
+        workers.subprocess, "Popen", lambda *a, **k: procs.append(popen(*a, **k)) or procs[-1]
+    )
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    with pytest.raises(KeyboardInterrupt, match="signal"):
+        run_workers(settings, 2, poll=0.1)
+    assert procs and procs[0].returncode is not None  # terminated, not left running
+    assert read_elapsed(settings)["seconds"] >= 1.0
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_workers_go_with_a_whole_study_only(workspace, evaluators, tmp_path):

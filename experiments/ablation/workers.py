@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -71,6 +72,8 @@ def run_workers(settings: StudySettings, workers: int, poll: float = 5.0) -> lis
     running: dict[int, tuple[Job, subprocess.Popen, float]] = {}
     failures = []
     began, started = time.monotonic(), 0
+    # `kill` (SIGTERM) stops the jobs too; a background shell's job ignores SIGINT
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while pending or running:
             while len(running) < workers and (job := next_job(pending, settings, set(running))):
@@ -99,6 +102,7 @@ def run_workers(settings: StudySettings, workers: int, poll: float = 5.0) -> lis
                     failures.append(f"{job.name}: exit status {proc.returncode}, see {log}")
                     print(f"{time.strftime('%H:%M:%S')} FAILED {failures[-1]}", flush=True)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for _, proc, _ in running.values():  # interrupted: the jobs resume next time
             proc.terminate()
         for _, proc, _ in running.values():
@@ -106,6 +110,10 @@ def run_workers(settings: StudySettings, workers: int, poll: float = 5.0) -> lis
         if started:
             add_elapsed(settings, time.monotonic() - began, workers, threads)
     return failures
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
 def add_elapsed(settings: StudySettings, seconds: float, workers: int, threads: int) -> None:
