@@ -46,7 +46,7 @@ NO_SWEEP = "Not run: full's first seed has not finished, or its backbone samples
 
 def read_curves(settings: StudySettings) -> list[tuple[str, int, int, dict]]:
     """(variant, seed, step, the evaluation's text+mask values) of every evaluated curve point."""
-    n = settings.curve_n if settings.curve_n is not None else settings.n
+    n = settings.curve_count()
     found = []
     for variant in [v for v in settings.curve_variants if v in settings.variants]:
         for seed in settings.seeds:

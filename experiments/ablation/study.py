@@ -126,6 +126,10 @@ class StudySettings:
         """The modes a variant's runs are sampled in: text+mask, and those of the reference rows read from them."""
         return (MODE, *(r.mode for r in REFERENCES.values() if r.source == variant))
 
+    def curve_count(self) -> int | None:
+        """Test faces evaluated at each step checkpoint."""
+        return self.curve_n if self.curve_n is not None else self.n
+
     def probe_count(self) -> int | None:
         """Test faces probed for gate usage and attributes."""
         return self.probe_n if self.probe_n is not None else self.n
@@ -243,7 +247,7 @@ def eval_settings(
 def curve_points(settings: StudySettings, run_dir: Path) -> list[tuple[Path | None, Path, bool]]:
     """(step checkpoint, its curve point folder, evaluated yet) of a trained run; the last step has no
     checkpoint: it is the run's own export."""
-    n = settings.curve_n if settings.curve_n is not None else settings.n
+    n = settings.curve_count()
     final = json.loads((run_dir / TRAIN_RECORD).read_text())["steps"]
     earlier = [(step, checkpoint) for step, checkpoint in curves.checkpoint_steps(run_dir) if step < final]
     found = []
@@ -257,7 +261,7 @@ def curve_points(settings: StudySettings, run_dir: Path) -> list[tuple[Path | No
 
 def evaluate_curve(settings: StudySettings, config: Config, run_dir: Path) -> None:
     """Each step checkpoint exported and evaluated on curve_n faces; the last step is the run's own export."""
-    n = settings.curve_n if settings.curve_n is not None else settings.n
+    n = settings.curve_count()
     for checkpoint, point, done in curve_points(settings, run_dir):
         if done:
             continue

@@ -37,6 +37,11 @@ def worker_threads(workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers)
 
 
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment of a child process that runs torch with `threads` threads."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 def jobs(settings: StudySettings) -> list[Job]:
     """What is left to do, in order: the unfinished tasks, the sweep right after full's first seed."""
     base = [sys.executable, "-m", "experiments.ablate_gating", *settings.to_argv()]
@@ -52,10 +57,10 @@ def jobs(settings: StudySettings) -> list[Job]:
 def next_job(pending: list[Job], settings: StudySettings, running: set[int]) -> Job | None:
     """The first pending job that can start: the sweep waits for full's first seed to finish."""
     full = settings.run_dir("full", settings.seeds[0])
+    full_task = settings.tasks().index(("full", settings.seeds[0])) if "full" in settings.variants else None
     for job in pending:
         if job.index != SWEEP:
             return job
-        full_task = settings.tasks().index(("full", settings.seeds[0]))
         if full_task not in running and is_finished(full, settings, "full"):
             return job
     return None
@@ -64,12 +69,12 @@ def next_job(pending: list[Job], settings: StudySettings, running: set[int]) -> 
 def run_workers(settings: StudySettings, workers: int, poll: float = 5.0) -> list[str]:
     """Run every unfinished job in `workers` processes; -> the failures, one line each naming the log."""
     threads = worker_threads(workers)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = thread_env(threads)
     logs = Path(settings.runs) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     pending = jobs(settings)
     print(f"{len(pending)} jobs in {workers} workers of {threads} torch threads; logs in {logs}", flush=True)
-    running: dict[int, tuple[Job, subprocess.Popen, float]] = {}
+    running: dict[int, tuple[Job, subprocess.Popen, Path, float]] = {}
     failures = []
     began, started = time.monotonic(), 0
     # `kill` (SIGTERM) stops the jobs too; a background shell's job ignores SIGINT
@@ -81,7 +86,7 @@ def run_workers(settings: StudySettings, workers: int, poll: float = 5.0) -> lis
                 log = logs / ("sweep.log" if job.index == SWEEP else f"task-{job.index:03d}.log")
                 with log.open("a") as out:
                     proc = subprocess.Popen(job.argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-                running[job.index] = (job, proc, time.monotonic())
+                running[job.index] = (job, proc, log, time.monotonic())
                 started += 1
                 print(f"{time.strftime('%H:%M:%S')} started {job.name} ({log})", flush=True)
             if not running:  # only the sweep is left and full's first seed failed
@@ -90,7 +95,7 @@ def run_workers(settings: StudySettings, workers: int, poll: float = 5.0) -> lis
                 ]
                 break
             time.sleep(poll)
-            for index, (job, proc, start) in list(running.items()):
+            for index, (job, proc, log, start) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 del running[index]
@@ -98,14 +103,13 @@ def run_workers(settings: StudySettings, workers: int, poll: float = 5.0) -> lis
                 if proc.returncode == 0:
                     print(f"{time.strftime('%H:%M:%S')} finished {job.name} in {minutes:.1f} min", flush=True)
                 else:
-                    log = logs / ("sweep.log" if index == SWEEP else f"task-{index:03d}.log")
                     failures.append(f"{job.name}: exit status {proc.returncode}, see {log}")
                     print(f"{time.strftime('%H:%M:%S')} FAILED {failures[-1]}", flush=True)
     finally:
         signal.signal(signal.SIGTERM, previous)
-        for _, proc, _ in running.values():  # interrupted: the jobs resume next time
+        for _, proc, _, _ in running.values():  # interrupted: the jobs resume next time
             proc.terminate()
-        for _, proc, _ in running.values():
+        for _, proc, _, _ in running.values():
             proc.wait()
         if started:
             add_elapsed(settings, time.monotonic() - began, workers, threads)

@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from experiments.ablation.workers import thread_env, worker_threads
 from experiments.benchmarks.step import make_inputs, optimizer_step, variants
 from facemogle.backbone import tiny_flux
 from facemogle.denoiser import Denoiser
@@ -46,7 +47,7 @@ def time_steps(steps: int, batch: int) -> float:
 
 def concurrent(processes: int, threads: int, steps: int, batch: int) -> list[float]:
     """Seconds a step in each of `processes` processes of `threads` threads, started together."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = thread_env(threads)
     argv = [
         sys.executable,
         "-m",
@@ -75,7 +76,7 @@ def main(argv: list[str]) -> None:
         print(f"seconds a step {time_steps(args.one, args.batch)!r}")
         return
     cores = os.cpu_count() or 1
-    threads = max(1, cores // args.workers)
+    threads = worker_threads(args.workers)
     one = concurrent(1, cores, args.steps, args.batch)
     many = concurrent(args.workers, threads, args.steps, args.batch)
     rate_one, rate_many = 1 / one[0], sum(1 / s for s in many)
