@@ -94,15 +94,22 @@ def models_record(models: dict[str, str | None], cache_dir: str | None) -> dict[
     return record
 
 
-def git_commit() -> dict[str, str | bool | None]:
-    """The commit of the code that ran, and whether tracked files differed from it."""
+def git_commit(exclude: str | Path | None = None, repo: Path = REPO) -> dict[str, str | bool | None]:
+    """The commit of the code that ran, and whether tracked files differed from it; changes under `exclude`
+    (the caller's own output directory, whose committed files it is rewriting) do not count."""
+    pathspec = []
+    if exclude is not None:
+        # outside the checkout there is nothing to exclude, and git rejects the pathspec
+        target, root = Path(exclude).resolve(), repo.resolve()
+        if target.is_relative_to(root):
+            pathspec = ["--", ".", f":(exclude){target.relative_to(root).as_posix()}"]
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
+            ["git", "status", "--porcelain", "--untracked-files=no", *pathspec],
+            cwd=repo,
             capture_output=True,
             text=True,
             check=True,

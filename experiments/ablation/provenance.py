@@ -20,10 +20,10 @@ from experiments.ablation.study import TIMING, StudySettings
 from experiments.eval_protocol import git_commit as code_commit
 
 
-def git_commit() -> str:
-    """The commit of the code that ran, with "+ uncommitted changes" when tracked files differ from it;
-    "unknown" outside a git checkout."""
-    record = code_commit()
+def git_commit(out: str | Path | None = None) -> str:
+    """The commit of the code that ran, with "+ uncommitted changes" when tracked files outside the
+    results directory `out` differ from it; "unknown" outside a git checkout."""
+    record = code_commit(exclude=out)
     if record["commit"] is None:
         return "unknown"
     return record["commit"] + (" + uncommitted changes" if record["dirty"] else "")

@@ -121,7 +121,7 @@ def provenance(settings: StudySettings, command: str) -> dict:
     backbone = settings.run_config(settings.variants[0], settings.seeds[0]).backbone.path
     return {
         "command": command,
-        "commit": git_commit(),
+        "commit": git_commit(settings.out),
         "backbone": backbone,
         "backbone_sha256": directory_sha256(backbone) if Path(backbone).is_dir() else None,
         "machine": machine(),
