@@ -1,4 +1,4 @@
-"""Write the run's export (LoRA, MoGLE, config; see experiments/run_io.py) when training ends."""
+"""Write the run's export (LoRA, MoGLE, config; see experiments/runs/io.py) when training ends."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ checkpoint.
 
 Lightning's own `SLURMEnvironment(auto_requeue=True)` saves inside the signal handler, i.e. at whatever
 point of a training step the signal lands (a mid-step state, a barrier racing the step's collectives;
-Lightning issue #21406), so experiments.training turns it off and uses this callback instead.
+Lightning issue #21406), so experiments.training.run turns it off and uses this callback instead.
 """
 
 from __future__ import annotations

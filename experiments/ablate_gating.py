@@ -35,9 +35,9 @@ from experiments.ablation.report import lazy_scorer, verify, write_report
 from experiments.ablation.study import StudySettings, run_one, run_sweep_of_full
 from experiments.ablation.variants import VARIANTS, parse_variants
 from experiments.ablation.workers import run_workers, worker_threads
-from experiments.config import load_config
-from experiments.loggers import make_logger
-from experiments.prerequisites import require_config
+from experiments.config.load import load_config
+from experiments.runs.prerequisites import require_config
+from experiments.training.loggers import make_logger
 from facemogle.cli import run_cli
 
 DEFAULT_CONFIG = "experiments/configs/tiny.yaml"

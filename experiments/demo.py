@@ -20,10 +20,10 @@ import argparse
 
 import torch
 
-from experiments.demo_core import EXAMPLES, Demo, example_masks, find_parser
-from experiments.demo_page import launch
-from experiments.prerequisites import require_run
-from experiments.run_io import load_run
+from experiments.app.core import EXAMPLES, Demo, example_masks, find_parser
+from experiments.app.page import launch
+from experiments.runs.io import load_run
+from experiments.runs.prerequisites import require_run
 from facemogle.cli import run_cli
 
 

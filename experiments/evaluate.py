@@ -1,6 +1,6 @@
 """Evaluate a finished run: `python -m experiments.evaluate --run RUN_DIR --split test [--n N] [--modes ...]`.
 
-Writes RUN_DIR/eval/SPLIT.json and SPLIT.md (experiments/evaluation.py says what they hold). Evaluator
+Writes RUN_DIR/eval/SPLIT.json and SPLIT.md (experiments/evaluation/run.py says what they hold). Evaluator
 models are given by path: --clip DIR and --parser DIR (`make evaluators` trains the small synthetic ones
 into checkpoints/evaluators/synthetic/{clip,parser}); for real data --features inception --inception FILE
 --clip DIR --parser DIR. `--protocol paper` adds Face-MoGLE's own evaluation (Table 1's columns) with the
@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 
 from data_modules.split import SPLITS
-from experiments.evaluation import PROTOCOLS, EvalSettings, evaluate_run
-from experiments.prerequisites import require_run
+from experiments.evaluation.run import PROTOCOLS, EvalSettings, evaluate_run
+from experiments.runs.prerequisites import require_run
 from facemogle.cli import run_cli
 from facemogle.evaluators import EvaluatorConfig
 from facemogle.evaluators.config import PaperEvaluatorConfig

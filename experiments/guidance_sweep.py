@@ -3,7 +3,7 @@
     python -m experiments.guidance_sweep --run runs/tiny --text-scales 1,2,3.5,5 --mask-scales 1,2,4,6 \\
         [--n 60] [--probe-n 48] [--steps S] [--out DIR] [--clip DIR --parser DIR]
 
-Each point is evaluated by experiments.evaluation (mask mIoU, CLIP score, FID, KID, ...) in the text+mask
+Each point is evaluated by experiments.evaluation.run (mask mIoU, CLIP score, FID, KID, ...) in the text+mask
 mode, the text-only mode once per text scale, and scored for attribute accuracy (hair colour, lipstick) with
 the parser; points go to RUN/sweep/ (experiments/ablation/sweep.py), done ones are kept, and OUT (default
 RUN/sweep) gets guidance_sweep.md, .csv and .png with the default chosen on the surface: text+mask mIoU >=
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from experiments.ablation import sweep, sweep_report
 from experiments.ablation.attributes import scorer_for
-from experiments.config import load_config
-from experiments.prerequisites import require_run
-from experiments.run_io import EXPORT
+from experiments.config.load import load_config
+from experiments.runs.io import EXPORT
+from experiments.runs.prerequisites import require_run
 from facemogle.atomic import atomic_write_text
 from facemogle.cli import run_cli
 

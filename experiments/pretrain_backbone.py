@@ -1,4 +1,4 @@
-"""Stage 1: pretrain the tiny FLUX backbone (experiments/stage1.py) from a YAML config and overrides.
+"""Stage 1: pretrain the tiny FLUX backbone (experiments/training/backbone_stage.py) from a YAML config and overrides.
 
     python -m experiments.pretrain_backbone --config experiments/configs/backbone_tiny.yaml \
         data=data/synthetic out=checkpoints/tiny-flux [key=value ...]
@@ -11,8 +11,9 @@ import json
 import logging
 from dataclasses import asdict
 
-from experiments.config import PretrainConfig, load_config
-from experiments.stage1 import pretrain_backbone
+from experiments.config.load import load_config
+from experiments.config.schema import PretrainConfig
+from experiments.training.backbone_stage import pretrain_backbone
 from facemogle.cli import run_cli
 
 

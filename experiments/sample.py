@@ -23,8 +23,8 @@ import torch
 from tqdm import tqdm
 
 from data_modules.layouts import read_label_map
-from experiments.prerequisites import require_run
-from experiments.run_io import load_run
+from experiments.runs.io import load_run
+from experiments.runs.prerequisites import require_run
 from facemogle.cli import run_cli
 from facemogle.face_parts import CONDITION_MAPS
 from facemogle.sampling import TEXT_ONLY_CONDITIONS, seed_generators

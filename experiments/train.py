@@ -1,16 +1,16 @@
 """Train Face-MoGLE: `python -m experiments.train --config experiments/configs/tiny.yaml [--resume] [key=value ...]`.
 
-What a run directory holds: experiments/training.py.
+What a run directory holds: experiments/training/run.py.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from experiments.checks import Sources, check_config
-from experiments.config import load_config
-from experiments.prerequisites import require_config
-from experiments.training import train
+from experiments.config.checks import Sources, check_config
+from experiments.config.load import load_config
+from experiments.runs.prerequisites import require_config
+from experiments.training.run import train
 from facemogle.cli import run_cli
 
 

@@ -1,4 +1,4 @@
-"""A run's export, as sampling reads it (experiments.run_io.export_run writes it):
+"""A run's export, as sampling reads it (experiments.runs.io.export_run writes it):
 
     RUN_DIR/export/config.yaml                          the resolved config
     RUN_DIR/export/lora/pytorch_lora_weights.safetensors diffusers FLUX LoRA (alpha kept in its metadata)

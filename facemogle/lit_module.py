@@ -1,6 +1,6 @@
 """The LightningModule: frozen FLUX backbone, trainable LoRA + MoGLE, rectified-flow loss.
 
-It receives the built backbone and denoiser (experiments/build.py makes them from a config). Batches
+It receives the built backbone and denoiser (experiments/training/build.py makes them from a config). Batches
 come from data_modules in one of two forms:
     cached   image_latents (b, l, d), cond_latents (b, 20, l, d), and text_sequence (b, s, D),
              text_pooled (b, P) or, when the cache holds no text, caption list[str] (encoded every step)
@@ -96,7 +96,7 @@ class FaceMoGLEModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def configure_model(self) -> None:
-        # Only experiments.strategy.FSDP2Strategy (trainer.strategy=fsdp) sets a device mesh.
+        # Only experiments.training.strategy.FSDP2Strategy (trainer.strategy=fsdp) sets a device mesh.
         if self.device_mesh is not None:
             shard_denoiser(self.denoiser, self.device_mesh["data_parallel"])
 

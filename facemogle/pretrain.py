@@ -1,5 +1,5 @@
 """Stage 1's LightningModules: the tiny FLUX's VAE and transformer trained from scratch, our stand-in for
-FLUX.1-dev's pretraining (experiments/stage1.py runs them in order).
+FLUX.1-dev's pretraining (experiments/training/backbone_stage.py runs them in order).
 
 Both receive the built modules and do no file I/O; data come from data_modules.pretrain.
     VAEPretrain   image (b, 3, H, W) in [-1, 1]: a face or one of its condition maps

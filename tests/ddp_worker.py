@@ -11,8 +11,8 @@ import torch
 from lightning import Callback
 
 from callbacks.generation_eval import GenerationEvaluator
-from experiments.config import load_config
-from experiments.training import train
+from experiments.config.load import load_config
+from experiments.training.run import train
 
 
 def trainable(module: torch.nn.Module) -> dict[str, torch.Tensor]:

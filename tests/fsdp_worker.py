@@ -1,6 +1,6 @@
 """`python -m tests.fsdp_worker CONFIG OUT [--resume] [--kill-at STEP]`, run by tests/test_train_fsdp.py with
 trainer.devices=2: Lightning's launcher starts rank 1 with the same command. Each rank trains through
-experiments.training and saves to OUT/rankN.pt its loss per step, the gathered trainable weights at the start and the end,
+experiments.training.run and saves to OUT/rankN.pt its loss per step, the gathered trainable weights at the start and the end,
 how many elements of each frozen transformer weight it holds, and the generation metrics (with eval.enabled)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from lightning import Callback
 from torch.distributed.tensor import DTensor
 
 from callbacks.generation_eval import GenerationEvaluator
-from experiments.config import load_config
-from experiments.training import train
+from experiments.config.load import load_config
+from experiments.training.run import train
 from facemogle.sharding import trainable_state_dict
 from tests.run_fixtures import KillAt
 

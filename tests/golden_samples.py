@@ -65,9 +65,9 @@ def export_tiny_run(root: Path) -> Path:
     import numpy as np
     from PIL import Image
 
-    from experiments.build import build_module
-    from experiments.config import load_config
-    from experiments.run_io import export_run
+    from experiments.config.load import load_config
+    from experiments.runs.io import export_run
+    from experiments.training.build import build_module
     from facemogle.backbone import save_flux
     from facemogle.face_parts import colorize
 

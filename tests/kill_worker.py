@@ -10,8 +10,8 @@ import sys
 import torch
 from lightning import Callback
 
-from experiments.config import load_config
-from experiments.training import train
+from experiments.config.load import load_config
+from experiments.training.run import train
 
 
 class KillMidSave(Callback):

@@ -19,9 +19,9 @@ from experiments.ablation import slurm, sweep_report, table
 from experiments.ablation.study import StudySettings
 from experiments.ablation.sweep import Point, PointResult, SweepSettings, samples_with_true_cfg
 from experiments.ablation.variants import VARIANTS, parse_variants
-from experiments.config import load_config
+from experiments.config.load import load_config
 from experiments.slurm.submit import REPO
-from experiments.training import train
+from experiments.training.run import train
 from facemogle.denoiser import Denoiser
 from facemogle.flux_forward import flux_forward
 from facemogle.mogle import MoGLE, MoGLEConfig

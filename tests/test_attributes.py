@@ -13,7 +13,7 @@ from data_modules.datamodule import DataConfig
 from data_modules.split import SplitConfig
 from data_modules.synthetic import draw_face, write_synthetic
 from experiments.ablation.attributes import AttributeScorer
-from experiments.evaluation import split_faces
+from experiments.evaluation.run import split_faces
 from facemogle.metrics.attributes import FEATURES, NearestMean, accuracy
 from tests.test_eval_evaluators import TRAINED, needs_trained
 

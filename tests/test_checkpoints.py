@@ -10,8 +10,9 @@ import torch
 from lightning import Callback
 from safetensors.torch import load_file
 
-from experiments.checkpoints import AtomicCheckpointIO, checkpoint_step, newest_checkpoint
-from experiments.training import train
+from callbacks.checkpoints import AtomicCheckpointIO
+from experiments.runs.checkpoints import checkpoint_step, newest_checkpoint
+from experiments.training.run import train
 from tests.run_fixtures import tiny_config
 
 
@@ -42,7 +43,7 @@ def test_resume_skips_a_truncated_checkpoint_and_takes_the_newest_step_that_load
     # a kill -9 between writes left last.ckpt at step 3 beside step 6; a full disk truncated a later one
     shutil.copy(ckpts / "step-000003.ckpt", ckpts / "last.ckpt")
     (ckpts / "step-000009.ckpt").write_bytes((ckpts / "step-000006.ckpt").read_bytes()[:1000])
-    with caplog.at_level(logging.WARNING, logger="experiments.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="experiments.runs.checkpoints"):
         assert newest_checkpoint(ckpts) == ckpts / "step-000006.ckpt"
     assert "skipping" in caplog.text and "step-000009.ckpt" in caplog.text
     (ckpts.parent / "export").rename(ckpts.parent / "export-first")
@@ -74,7 +75,7 @@ def test_a_kill_9_in_the_middle_of_a_checkpoint_write_resumes_from_the_one_befor
     import subprocess
     import sys
 
-    from experiments.config import to_yaml
+    from experiments.config.load import to_yaml
 
     cfg = tiny_config(workspace, tmp_path / "kill9", 7)
     (tmp_path / "c.yaml").write_text(to_yaml(cfg))

@@ -1,6 +1,7 @@
 import pytest
 
-from experiments.config import PretrainConfig, load_config, to_yaml
+from experiments.config.load import load_config, to_yaml
+from experiments.config.schema import PretrainConfig
 
 
 def test_overrides_reach_the_typed_config():

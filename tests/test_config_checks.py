@@ -8,7 +8,7 @@ import fcntl
 import pytest
 
 from experiments import train as train_cli
-from experiments.training import train
+from experiments.training.run import train
 from tests.run_fixtures import tiny_config
 
 

@@ -23,8 +23,8 @@ from data_modules.dataset import Dropout, FaceDataset
 from data_modules.layouts import scan
 from data_modules.split import SplitConfig
 from data_modules.synthetic import write_synthetic
-from experiments.build import build_denoiser
-from experiments.config import ModelConfig
+from experiments.config.schema import ModelConfig
+from experiments.training.build import build_denoiser
 from facemogle.backbone import tiny_flux
 from facemogle.encode import encode_images, encode_prompts
 from facemogle.face_parts import NUM_CONDITION_MAPS

@@ -1,4 +1,4 @@
-"""The demo's work without a browser (experiments.demo_core): masks from uploads and from the editor, a face
+"""The demo's work without a browser (experiments.app.core): masks from uploads and from the editor, a face
 with its gate maps, parse and mIoU, the test split's examples."""
 
 import numpy as np
@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from experiments.demo_core import CANVAS, Demo, example_masks, read_upload, to_editor
-from experiments.run_io import load_run
+from experiments.app.core import CANVAS, Demo, example_masks, read_upload, to_editor
+from experiments.runs.io import load_run
 from facemogle.evaluators import load_face_parser
 from facemogle.face_parts import PALETTE, PART_INDEX, colorize
 from tests.golden_samples import export_tiny_run

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments.demo_core import Demo, example_masks
-from experiments.run_io import load_run
+from experiments.app.core import Demo, example_masks
+from experiments.runs.io import load_run
 from facemogle.evaluators import load_face_parser
 from facemogle.face_parts import colorize
 from tests.browser import chromium, fetch_image
@@ -33,7 +33,7 @@ def free_port() -> int:
 def page(tmp_path_factory, workspace, evaluators):
     """The demo of an exported tiny run (64^2), with the workspace's test split as examples and a small
     parser, served on a free port; -> its URL."""
-    from experiments.demo_page import launch
+    from experiments.app.page import launch
 
     root = tmp_path_factory.mktemp("demo")
     run = load_run(export_tiny_run(root), [f"data.root={workspace / 'data'}", "data.split.protocol=fraction"])

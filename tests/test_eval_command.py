@@ -9,9 +9,9 @@ import torch
 
 from data_modules.synthetic import write_synthetic
 from experiments import evaluate
-from experiments.build import build_module
-from experiments.config import load_config
-from experiments.run_io import export_run
+from experiments.config.load import load_config
+from experiments.runs.io import export_run
+from experiments.training.build import build_module
 from facemogle.backbone import save_flux
 from facemogle.evaluators import load_clip, load_face_parser
 from facemogle.evaluators.common import file_digest

@@ -13,7 +13,8 @@ from torchmetrics.multimodal.clip_score import CLIPScore
 from data_modules.dataset import load_faces
 from data_modules.layouts import scan
 from data_modules.synthetic import write_synthetic
-from experiments.config import EvaluatorsConfig, load_config
+from experiments.config.load import load_config
+from experiments.config.schema import EvaluatorsConfig
 from facemogle.evaluators import EvaluatorConfig, load_clip, load_face_parser, load_inception
 from facemogle.metrics import MaskConsistency, build_generation_metrics
 

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from data_modules.synthetic import write_synthetic
 from experiments import ablate_gating, evaluate
 from experiments import sample as sample_cli
-from experiments.config import load_config
-from experiments.training import train
+from experiments.config.load import load_config
+from experiments.training.run import train
 from facemogle.backbone import flux_dev_shaped, save_flux
 from facemogle.evaluators import build_small_clip, build_small_parser, save_clip, save_face_parser
 from facemogle.tiny_tokenizers import build_clip_tokenizer

@@ -1,6 +1,6 @@
 """On a fresh clone, an entry point that needs the embedded default's data, backbone, evaluators or trained run
 stops with one line naming the make target that builds what is missing: never a traceback, never how to
-download FLUX.1-dev for the tiny backbone (experiments/prerequisites.py)."""
+download FLUX.1-dev for the tiny backbone (experiments/runs/prerequisites.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from experiments import guidance_sweep
-from experiments.config import load_config, to_yaml
-from experiments.prerequisites import require_config, require_run
+from experiments.config.load import load_config, to_yaml
+from experiments.runs.prerequisites import require_config, require_run
 
 REPO = Path(__file__).resolve().parents[1]
 MISSING_DEFAULT = (

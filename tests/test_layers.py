@@ -2,7 +2,8 @@
 
 A piece two layers need lives in the lower one; callbacks and data_modules, side by side, import neither
 each other; and no module imports an entry point (a script directly in experiments/ that runs as
-`python -m experiments.NAME`) as a library.
+`python -m experiments.NAME`) as a library. Inside experiments/ the packages named by concern have layers of
+their own (EXPERIMENT_LAYERS), and its top-level files are the entry points and nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ FORBIDDEN = {
     "data_modules": {"callbacks", "experiments", "tests"},
     "experiments": {"tests"},
 }
+# experiments/' packages, lowest first: each imports only the ones in lower rows, never a sibling in its row.
+EXPERIMENT_LAYERS = (
+    ("config",),
+    ("runs", "slurm"),
+    ("training", "evaluation", "app"),
+    ("ablation",),
+    ("benchmarks",),
+)
 
 
 def imported_modules(path: Path) -> list[tuple[int, str]]:
@@ -78,3 +87,31 @@ def test_the_checks_see_a_climbing_import(tmp_path):
         (1, "experiments.evaluate"),
         (3, "callbacks.visuals"),
     ]
+
+
+def experiment_packages() -> set[str]:
+    return {path.parent.name for path in (REPO / "experiments").glob("*/__init__.py")}
+
+
+def test_every_experiments_package_has_a_layer():
+    assert experiment_packages() == {name for row in EXPERIMENT_LAYERS for name in row}
+
+
+def test_experiments_packages_import_only_the_rows_below_them():
+    level = {name: i for i, row in enumerate(EXPERIMENT_LAYERS) for name in row}
+    climbing = []
+    for package, own in level.items():
+        for path in sources(f"experiments/{package}"):
+            for line, module in imported_modules(path):
+                parts = module.split(".")
+                if parts[0] != "experiments" or len(parts) < 2 or parts[1] == package:
+                    continue
+                if parts[1] not in level or level[parts[1]] >= own:
+                    climbing.append(f"{path.relative_to(REPO)}:{line} imports {module}")
+    assert not climbing, "\n".join(climbing)
+
+
+def test_experiments_top_level_files_are_entry_points_only():
+    files = {path.stem for path in (REPO / "experiments").glob("*.py")} - {"__init__"}
+    assert len(files) >= 10
+    assert {f"experiments.{name}" for name in files} == entry_points()

@@ -4,8 +4,8 @@ import lightning as L
 import pytest
 import torch
 
-from experiments.build import build_denoiser
-from experiments.config import ModelConfig
+from experiments.config.schema import ModelConfig
+from experiments.training.build import build_denoiser
 from facemogle.lit_module import FaceMoGLEModule, OptimConfig, TrainConfig, lr_schedule
 
 

@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from experiments.build import build_module
-from experiments.config import load_config
-from experiments.run_io import export_run, load_run
+from experiments.config.load import load_config
+from experiments.runs.io import export_run, load_run
+from experiments.training.build import build_module
 from facemogle.backbone import flux_dev_shaped, save_flux
 from facemogle.face_parts import CONDITION_MAPS, colorize
 from facemogle.pipeline import FaceMoGLEAdapter, FaceMoGLEPipeline

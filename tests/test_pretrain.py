@@ -11,9 +11,10 @@ from data_modules.pretrain import ImagesAndMaps, load_train_faces
 from data_modules.split import SplitConfig
 from data_modules.synthetic import write_synthetic
 from experiments import pretrain_backbone as cli
-from experiments.config import PretrainConfig, load_config
-from experiments.stage1 import STAGES, pretrain_backbone
-from experiments.stages import stage_loggers
+from experiments.config.load import load_config
+from experiments.config.schema import PretrainConfig
+from experiments.training.backbone_stage import STAGES, pretrain_backbone
+from experiments.training.trainer import stage_loggers
 from facemogle.backbone import TinyFluxConfig, load_flux, tiny_flux
 from facemogle.encode import encode_images, encode_prompts
 from facemogle.face_parts import split_mask

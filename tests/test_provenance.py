@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.eval_protocol import git_commit
+from experiments.evaluation.protocol import git_commit
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 

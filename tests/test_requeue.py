@@ -13,9 +13,9 @@ from lightning.pytorch.strategies import DDPStrategy
 from safetensors.torch import load_file
 
 from callbacks.requeue import REQUEUE_EXIT_CODE
-from experiments.config import TrainerConfig
-from experiments.strategy import make_strategy, process_count
-from experiments.training import last_checkpoint, train
+from experiments.config.schema import TrainerConfig
+from experiments.training.run import last_checkpoint, train
+from experiments.training.strategy import make_strategy, process_count
 from tests.run_fixtures import tiny_config
 
 

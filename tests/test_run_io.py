@@ -4,10 +4,10 @@ import torch
 from PIL import Image
 
 from experiments import sample as sample_cli
-from experiments.build import build_module
-from experiments.config import load_config
-from experiments.run_io import export_run, load_run
+from experiments.config.load import load_config
+from experiments.runs.io import export_run, load_run
 from experiments.sample import region_scales
+from experiments.training.build import build_module
 from facemogle.backbone import save_flux
 from facemogle.mogle import MoGLEConfig
 from facemogle.sampling import SampleSettings, sample

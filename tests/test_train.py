@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from data_modules.cache import read_meta
-from experiments.training import train
+from experiments.training.run import train
 from facemogle.backbone import TinyFluxConfig, save_flux, tiny_flux
 from tests.run_fixtures import CountCalls, KillAt, RecordGuidance, tiny_config
 

@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) training with DDP through experiments.training, launched by Lightning."""
+"""Two CPU processes (gloo) training with DDP through experiments.training.run, launched by Lightning."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 
 from callbacks.generation_eval import GenerationEvalConfig, GenerationEvaluator
 from data_modules.datamodule import FaceDataModule
-from experiments.build import build_module
-from experiments.config import to_yaml
+from experiments.config.load import to_yaml
+from experiments.training.build import build_module
 from facemogle.metrics.suite import build_generation_metrics
 from tests.run_fixtures import tiny_config
 

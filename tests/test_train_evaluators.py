@@ -20,7 +20,8 @@ from data_modules.evaluator_data import (
 )
 from data_modules.synthetic import write_synthetic
 from experiments import train_evaluators
-from experiments.config import EvaluatorsConfig, load_config
+from experiments.config.load import load_config
+from experiments.config.schema import EvaluatorsConfig
 from facemogle.evaluators import SmallParserConfig, build_small_parser, load_clip, load_face_parser
 from facemogle.evaluators.lit_modules import (
     ClipModule,

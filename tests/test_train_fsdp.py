@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) training with FSDP2 (trainer.strategy=fsdp) through experiments.training, against
+"""Two CPU processes (gloo) training with FSDP2 (trainer.strategy=fsdp) through experiments.training.run, against
 DDP on the same data; a killed FSDP run resumed from its sharded checkpoint."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 from torch.distributed.checkpoint import FileSystemReader
 
-from experiments.config import TrainerConfig
-from experiments.strategy import FSDP2Strategy, make_strategy
+from experiments.config.schema import TrainerConfig
+from experiments.training.strategy import FSDP2Strategy, make_strategy
 from tests.run_fixtures import launch, records, tiny_config
 from tests.test_train_ddp import _close
 

@@ -15,7 +15,7 @@ import torch
 
 from data_modules.attributes import ATTRIBUTES_FILE, attribute_targets, read_attributes
 from data_modules.datamodule import DataConfig
-from experiments.evaluation import split_faces
+from experiments.evaluation.run import split_faces
 from facemogle.evaluators import FaceParser, load_face_parser
 from facemogle.metrics.attributes import FEATURES, NearestMean, accuracy
 

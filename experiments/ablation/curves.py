@@ -5,8 +5,8 @@ Each checkpoint is exported as an ordinary run and evaluated like the final mode
 split's first n faces with the same sampler, seeds and evaluators, so a point on the curve is the final
 evaluation's protocol at that step (on fewer faces), not the training loss or a validation proxy:
 
-    RUN/curve/step-000250/export/          the step's LoRA + MoGLE (experiments.run_io.export_run)
-    RUN/curve/step-000250/eval/test.json   experiments.evaluation's report
+    RUN/curve/step-000250/export/          the step's LoRA + MoGLE (experiments.runs.io.export_run)
+    RUN/curve/step-000250/eval/test.json   experiments.evaluation.run's report
 
 A point already evaluated with these settings is kept, so an interrupted study continues.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from experiments.build import build_backbone, build_denoiser
-from experiments.config import Config
-from experiments.run_io import EXPORT, export_run
-from experiments.training import CHECKPOINTS
+from experiments.config.schema import Config
+from experiments.runs.io import EXPORT, export_run
+from experiments.training.build import build_backbone, build_denoiser
+from experiments.training.run import CHECKPOINTS
 
 CURVE = "curve"
 STEP_FILE = re.compile(r"step-(\d+)\.ckpt")

@@ -1,6 +1,6 @@
 """What the evaluation does not read from a run's samples: the gate's expert usage and the attribute accuracy.
 
-`probe_run` samples the test split's first n faces as experiments.evaluation does (the same faces, captions
+`probe_run` samples the test split's first n faces as experiments.evaluation.run does (the same faces, captions
 and seeds: item i from seed i, so the images are the evaluation's first n) and returns, as JSON-ready dicts:
 
     {"n", "sample": {...}, "modes": {mode: {"attributes": {attribute: {accuracy, n, chance}} | null}},
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from experiments.ablation.attributes import AttributeScorer
-from experiments.evaluation import run_sample_settings, split_faces
-from experiments.run_io import load_run
+from experiments.evaluation.run import run_sample_settings, split_faces
+from experiments.runs.io import load_run
 from facemogle.face_parts import PARTS
 from facemogle.gate_analysis import gate_usage, stacked_weights
 from facemogle.sampling import mode_inputs, sample

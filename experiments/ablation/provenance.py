@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from experiments.ablation.study import TIMING, StudySettings
-from experiments.eval_protocol import git_commit as code_commit
+from experiments.evaluation.protocol import git_commit as code_commit
 
 
 def git_commit(out: str | Path | None = None) -> str:

@@ -1,4 +1,4 @@
-"""Whether a stored evaluation (experiments.evaluation's SPLIT.json) or probe (experiments.ablation.probe's
+"""Whether a stored evaluation (experiments.evaluation.run's SPLIT.json) or probe (experiments.ablation.probe's
 probe.json) was made with given settings, so a resumed study redoes only what is missing or stale."""
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ for the learning-curve variants, evaluated at each step checkpoint; then the ful
 
     RUNS/VARIANT/seedS/                 experiments.train's run directory (config.yaml, checkpoints/, export/, ...)
     RUNS/VARIANT/seedS/train.json       {"steps", "train_seconds"}: written when training has finished
-    RUNS/VARIANT/seedS/eval/test.json   experiments.evaluation on the test split, text+mask (full: and the text
+    RUNS/VARIANT/seedS/eval/test.json   experiments.evaluation.run on the test split, text+mask (full: and the text
                                         mode with no condition tokens, the mask-dropped reference row)
     RUNS/VARIANT/seedS/probe.json       gate usage and attribute accuracy (experiments.ablation.probe)
     RUNS/VARIANT/seedS/curve/           its step checkpoints evaluated (experiments.ablation.curves)
@@ -32,10 +32,11 @@ from experiments.ablation.probe import PROBE, ProbeSettings, probe_run
 from experiments.ablation.reports import evaluated, probed
 from experiments.ablation.sweep import SweepSettings, points, read_sweep, run_sweep, samples_with_true_cfg
 from experiments.ablation.variants import REFERENCES, VARIANT_KEYS, VARIANTS
-from experiments.config import Config, load_config, to_yaml
-from experiments.evaluation import EvalSettings, evaluate_run
-from experiments.run_io import EXPORT
-from experiments.training import train
+from experiments.config.load import load_config, to_yaml
+from experiments.config.schema import Config
+from experiments.evaluation.run import EvalSettings, evaluate_run
+from experiments.runs.io import EXPORT
+from experiments.training.run import train
 from facemogle.atomic import atomic_write_json
 
 MODE = "text+mask"

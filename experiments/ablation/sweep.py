@@ -1,6 +1,6 @@
 """The guidance sweep: one trained run sampled over a grid of true-CFG text and mask scales (facemogle.sampling:
 v = v(-,-) + mask_scale (v(-,m) - v(-,-)) + text_scale (v(c,m) - v(-,m))), each point evaluated by
-experiments.evaluation (mask mIoU, CLIP score, FID, ...) and scored for attribute accuracy; plus the text-only
+experiments.evaluation.run (mask mIoU, CLIP score, FID, ...) and scored for attribute accuracy; plus the text-only
 mode at each text scale, the reference the CLIP score is held to.
 
     RUN/sweep/text2-mask4/export -> ../../export   the run's own export, sampled at other scales
@@ -23,9 +23,9 @@ from pathlib import Path
 from experiments.ablation.attributes import AttributeScorer
 from experiments.ablation.probe import PROBE, ProbeSettings, probe_run
 from experiments.ablation.reports import evaluated, probed
-from experiments.config import load_config
-from experiments.evaluation import EvalSettings, evaluate_run
-from experiments.run_io import EXPORT
+from experiments.config.load import load_config
+from experiments.evaluation.run import EvalSettings, evaluate_run
+from experiments.runs.io import EXPORT
 from facemogle.atomic import atomic_write_json
 from facemogle.evaluators import EvaluatorConfig
 

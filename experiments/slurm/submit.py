@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from experiments.config import load_config
+from experiments.config.load import load_config
 from facemogle.cli import run_cli
 
 SLURM_DIR = Path(__file__).resolve().parent

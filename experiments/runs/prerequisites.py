@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.config import Config, load_config
-from experiments.run_io import EXPORT
+from experiments.config.load import load_config
+from experiments.config.schema import Config
+from experiments.runs.io import EXPORT
 
 # the Makefile's variables and their defaults
 DATA, BACKBONE, EVALUATORS, RUN = (

@@ -12,8 +12,8 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger, WandbLogger
 
-from experiments.checkpoints import AtomicCheckpointIO, FinalLastCheckpoint
-from experiments.loggers import make_logger
+from callbacks.checkpoints import AtomicCheckpointIO, FinalLastCheckpoint
+from experiments.training.loggers import make_logger
 
 CHECKPOINTS = "checkpoints"
 

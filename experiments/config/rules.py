@@ -1,23 +1,11 @@
-"""Start-up checks of a training config, before any data, cache or model is touched.
-
-Each failure is a ValueError naming the key, its value and where the value came from (the command line,
-the YAML file, or the default), so a bad value stops the run in a second instead of after the latent
-cache is built.
-"""
+"""The range rules a config dataclass checks its own fields with, in `__post_init__`; an error names the key,
+its value and where the value came from."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from functools import reduce
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-from omegaconf import OmegaConf
-
-if TYPE_CHECKING:
-    from experiments.config import Config
 
 Rule = tuple[str, Callable[[object], bool], str]
 
@@ -75,46 +63,3 @@ def check_rules(
         value = reduce(getattr, key.split("."), obj)
         if not check(value):
             raise ValueError(f"{prefix}{key}={value!r}{where(key)} {says}")
-
-
-class Sources:
-    """Where each key's value came from: the command line, the YAML file, or the default."""
-
-    def __init__(self, path: str | Path | None, overrides: list[str]):
-        self.path = path
-        self.cli = OmegaConf.from_dotlist(list(overrides))
-        self.yaml = OmegaConf.load(path) if path is not None else OmegaConf.create()
-
-    def of(self, key: str) -> str:
-        if OmegaConf.select(self.cli, key, default=None) is not None:
-            return "the command line"
-        if OmegaConf.select(self.yaml, key, default=None) is not None:
-            return str(self.path)
-        return "the default"
-
-
-def check_config(config: Config, sources: Sources | None = None) -> None:
-    """Raises ValueError for the first bad value, naming the key, the value and (given `sources`) where it
-    came from."""
-
-    def where(key: str) -> str:
-        return f" (from {sources.of(key)})" if sources is not None else ""
-
-    check_rules(config, RULES, where=where)
-    factor = _patch_multiple(Path(config.backbone.path))
-    if factor is not None and config.data.resolution % factor:
-        key = "data.resolution"
-        raise ValueError(
-            f"{key}={config.data.resolution}{where(key)} must be a multiple of {factor} for the "
-            f"backbone at {config.backbone.path} (its VAE scale factor x the 2x2 latent patches)"
-        )
-
-
-def _patch_multiple(backbone: Path) -> int | None:
-    """Pixels per packed token side of a saved backbone (2 x its VAE scale factor); None without one, whose
-    absence load_flux reports with what to download."""
-    vae = backbone / "vae" / "config.json"
-    if not vae.is_file():
-        return None
-    levels = len(json.loads(vae.read_text(encoding="utf-8"))["block_out_channels"])
-    return 2 * 2 ** (levels - 1)

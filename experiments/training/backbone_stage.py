@@ -35,8 +35,9 @@ from lightning.pytorch.loggers import WandbLogger
 from torch.utils.data import DataLoader
 
 from data_modules.pretrain import ImagesAndMaps, LatentCaptions, TrainFaces, load_train_faces
-from experiments.config import PretrainConfig, to_yaml
-from experiments.stages import stage_loggers, stage_trainer
+from experiments.config.load import to_yaml
+from experiments.config.schema import PretrainConfig
+from experiments.training.trainer import stage_loggers, stage_trainer
 from facemogle.atomic import atomic_dir, atomic_write_text
 from facemogle.backbone import FluxBackbone, save_flux, tiny_flux
 from facemogle.encode import encode_prompts

@@ -12,7 +12,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio load
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.demo_core import CANVAS, Demo, palette_css, read_upload, to_editor
+from experiments.app.core import CANVAS, Demo, palette_css, read_upload, to_editor
 from facemogle.face_parts import PALETTE, PARTS, colorize
 from facemogle.sampling import MODES
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
-from experiments.config import Config, EvaluatorsConfig, PretrainConfig
+from experiments.config.schema import Config, EvaluatorsConfig, PretrainConfig
 
 
 def make_logger(config: Config | PretrainConfig | EvaluatorsConfig, csv_name: str = "logs"):

@@ -5,7 +5,7 @@ The run directory (`run_dir`) holds:
     config.yaml               the resolved config
     checkpoints/last.ckpt     Lightning checkpoint for exact resume (+ step-NNNNNN.ckpt every N steps)
     checkpoints/requeue.ckpt  written when SIGUSR1 stops the run for a requeue (callbacks/requeue.py)
-    export/                   LoRA + MoGLE + config for sampling (experiments/run_io.py)
+    export/                   LoRA + MoGLE + config for sampling (experiments/runs/io.py)
     logs/ or wandb/           the logger's files
 """
 
@@ -23,17 +23,19 @@ from lightning.fabric.utilities.rank_zero import _get_rank
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
 
+from callbacks.checkpoints import AtomicCheckpointIO, FinalLastCheckpoint
 from callbacks.export import ExportCallback
 from callbacks.generation_eval import GenerationEvaluator
 from callbacks.requeue import RequeueOnSignal
 from data_modules.datamodule import FaceDataModule
-from experiments.build import build_module
-from experiments.checkpoints import AtomicCheckpointIO, FinalLastCheckpoint, newest_checkpoint
-from experiments.checks import Sources, check_config
-from experiments.config import Config, to_yaml
-from experiments.loggers import make_logger
-from experiments.run_io import export_run
-from experiments.strategy import make_strategy
+from experiments.config.checks import Sources, check_config
+from experiments.config.load import to_yaml
+from experiments.config.schema import Config
+from experiments.runs.checkpoints import newest_checkpoint
+from experiments.runs.io import export_run
+from experiments.training.build import build_module
+from experiments.training.loggers import make_logger
+from experiments.training.strategy import make_strategy
 from facemogle.atomic import atomic_write_text
 from facemogle.metrics.suite import build_generation_metrics
 
@@ -71,7 +73,7 @@ def make_callbacks(config: Config) -> list[L.Callback]:
 
 
 def plugins(config: Config) -> list:
-    # FSDP writes its own sharded folders (experiments.strategy.FSDP2Strategy); everything else a file
+    # FSDP writes its own sharded folders (experiments.training.strategy.FSDP2Strategy); everything else a file
     found = [] if config.trainer.strategy == "fsdp" else [AtomicCheckpointIO()]
     if SLURMEnvironment.detect():  # srun starts the processes; requeueing is RequeueOnSignal's
         found.append(SLURMEnvironment(auto_requeue=False))
@@ -105,7 +107,7 @@ def make_trainer(config: Config, extra_callbacks: list[L.Callback] | None = None
 
 
 def last_checkpoint(config: Config) -> Path | None:
-    """The newest checkpoint of the run that loads (experiments.checkpoints.newest_checkpoint)."""
+    """The newest checkpoint of the run that loads (experiments.runs.checkpoints.newest_checkpoint)."""
     return newest_checkpoint(Path(config.run_dir) / CHECKPOINTS)
 
 

@@ -36,7 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from experiments.config import TrainerConfig
+from experiments.config.schema import TrainerConfig
 
 
 def make_strategy(t: TrainerConfig) -> str | Strategy:

@@ -1,4 +1,4 @@
-"""What the demo page (experiments.demo_page) calls, without gradio: the run's pipeline behind it, masks in
+"""What the demo page (experiments.app.page) calls, without gradio: the run's pipeline behind it, masks in
 and out of the editor, the face with its gate maps, parse and mIoU, the test split's example masks."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from data_modules.dataset import load_faces
 from data_modules.layouts import scan
 from data_modules.readers import oriented
 from data_modules.split import split_records
-from experiments.run_io import LoadedRun
+from experiments.runs.io import LoadedRun
 from facemogle.evaluators import FaceParser, load_face_parser
 from facemogle.face_parts import CONDITION_MAPS, PALETTE, PARTS, colorize
 from facemogle.gate_analysis import own_expert_weights

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from experiments.config import Config, load_config, to_yaml
+from experiments.config.load import load_config, to_yaml
+from experiments.config.schema import Config
 from facemogle.atomic import atomic_dir, atomic_write_json
 from facemogle.backbone import FluxBackbone
 from facemogle.denoiser import Denoiser

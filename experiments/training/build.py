@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from experiments.config import BackboneConfig, Config, ModelConfig
+from experiments.config.schema import BackboneConfig, Config, ModelConfig
 from facemogle.backbone import DTYPES, FluxBackbone, load_flux
 from facemogle.denoiser import Denoiser
 from facemogle.lit_module import FaceMoGLEModule

@@ -12,7 +12,7 @@ data set.
 `protocol="paper"` also scores every mode as Face-MoGLE's own evaluation does (facemogle.metrics.paper:
 clean-fid FID / KID, CMMD, the DINO structure distance, the CLIP text score, ImageReward), under
 {mode: {"paper": {...}}}, and adds that table to SPLIT.md. Every JSON carries "protocol"
-(experiments.eval_protocol): the models with their files' sha256, preprocessing, resolution, face ids,
+(experiments.evaluation.protocol): the models with their files' sha256, preprocessing, resolution, face ids,
 sampler settings, seed and commit.
 """
 
@@ -30,7 +30,7 @@ from data_modules.datamodule import DataConfig
 from data_modules.dataset import load_faces
 from data_modules.layouts import FaceRecord, scan
 from data_modules.split import SPLITS, split_records
-from experiments.eval_protocol import (
+from experiments.evaluation.protocol import (
     evaluator_paths,
     models_record,
     ours_preprocessing,
@@ -38,7 +38,7 @@ from experiments.eval_protocol import (
     per_class_table,
     protocol_record,
 )
-from experiments.run_io import LoadedRun, load_run
+from experiments.runs.io import LoadedRun, load_run
 from facemogle.atomic import atomic_write, atomic_write_json, atomic_write_text
 from facemogle.evaluators import EvaluatorConfig
 from facemogle.evaluators.config import PaperEvaluatorConfig
