@@ -28,4 +28,5 @@ def test_the_sample_command_writes_the_recorded_images(golden, tmp_path):
         recorded = {k.split("/")[-1]: v for k, v in golden.items() if k.startswith(f"cli/{name}/")}
         assert images.keys() == recorded.keys()
         for stem, image in images.items():
-            assert torch.equal(image, recorded[stem]), stem
+            # one uint8 level: the float images above agree to 1e-5, which can round either way on another CPU
+            torch.testing.assert_close(image.int(), recorded[stem].int(), atol=1, rtol=0, msg=stem)
