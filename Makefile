@@ -24,10 +24,10 @@ EVALUATORS_CONFIG ?= experiments/configs/evaluators_synthetic.yaml
 RUN ?= runs/tiny
 ARGS ?=
 EVAL_N ?= 120
-# all three of the paper's modes: text (the mask dropped here), mask, text+mask (README, Evaluation)
+# all three of the paper's modes: text (the mask dropped here), mask, text+mask (docs/evaluation.md)
 EVAL_MODES ?= text,mask,text+mask
 # The ablation study (`make ablate`): every variant x seed trained for ABLATE_STEPS steps, the default's own
-# budget, on three seeds for confidence intervals (README, Ablation, for its wall time).
+# budget, on three seeds for confidence intervals (docs/ablation.md, for its wall time).
 ABLATE_RUNS ?= runs/ablate
 ABLATE_OUT ?= results/ablation
 ABLATE_STEPS ?= 1500

@@ -63,7 +63,7 @@ class SeededItems(Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         # Items draw on the CPU generator alone: seeding it directly skips torch.manual_seed's lazy
-        # accelerator seeding, which records a stack trace per call (README, Tuning log).
+        # accelerator seeding, which records a stack trace per call (docs/tuning-log.md).
         index, seed = item
         generator = torch.default_generator
         state = generator.get_state()

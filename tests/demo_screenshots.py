@@ -1,4 +1,4 @@
-"""Screenshots and response times of a running demo (python -m experiments.demo), for the README:
+"""Screenshots and response times of a running demo (python -m experiments.demo), for docs/demo.md:
 
     python -m tests.demo_screenshots URL OUT_DIR [--runs 5]
 

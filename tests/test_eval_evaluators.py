@@ -72,4 +72,4 @@ def test_trained_parser_reads_unseen_faces(faces):
     parser = load_face_parser(TRAINED / "parser")
     metric = MaskConsistency()
     metric.update(parser.parse(faces.images), faces.labels)
-    assert metric.compute()["miou"] > 0.8  # the README's tuning log has the figure on the test split
+    assert metric.compute()["miou"] > 0.8  # docs/evaluation.md's tuning log has the figure on the test split

@@ -79,7 +79,7 @@ def require(*found: Missing | None) -> None:
     paths = ", ".join(m.path for m in missing)
     verb = "is" if len(missing) == 1 else "are"
     raise ValueError(
-        f"{paths} {verb} missing: `{command}` builds {'it' if len(missing) == 1 else 'them'} (README, Set up)"
+        f"{paths} {verb} missing: `{command}` builds {'it' if len(missing) == 1 else 'them'} (docs/training.md)"
     )
 
 

@@ -127,7 +127,7 @@ def load_face_parser(path: str | Path, label_order: str | Sequence[str] | None =
 class SmallParserConfig:
     """A SegFormer for 64^2 faces. Stride 2 in the first stage, so the logits come at 32^2 and are
     upsampled (an eye is ~6 x 3 pixels at 64^2): stride 1 cost 1.8x per step and scored lower in the same
-    time, as did a larger input (the README's tuning log)."""
+    time, as did a larger input (the tuning log in docs/evaluation.md)."""
 
     image_size: int = 64  # the network's input; other image sizes are resized to it
     hidden_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 160])

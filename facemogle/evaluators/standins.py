@@ -12,7 +12,7 @@ distance measures, without DINO's semantics); the random convolution's pooled fe
 texture statistics (FID / KID on them are distances between the two sets' distributions, not Inception's);
 the random reward is a fixed score of (image, caption) with no preference behind it. The CLIP columns use
 the small CLIP `make evaluators` trains. 64 Inception features rather than 2048: with 120 images a 2048-wide
-covariance is singular and slow for scipy's sqrtm (the README's Evaluation section has the time).
+covariance is singular and slow for scipy's sqrtm (docs/evaluation.md has the time).
 """
 
 from __future__ import annotations
