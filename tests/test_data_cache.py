@@ -25,10 +25,10 @@ from data_modules.split import SplitConfig
 from data_modules.synthetic import write_synthetic
 from experiments.config.schema import ModelConfig
 from experiments.training.build import build_denoiser
-from facemogle.backbone import tiny_flux
 from facemogle.encode import encode_images, encode_prompts
 from facemogle.face_parts import NUM_CONDITION_MAPS
 from facemogle.lit_module import FaceMoGLEModule
+from facemogle.tiny_backbone import tiny_flux
 
 RES = 32
 

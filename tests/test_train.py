@@ -6,7 +6,8 @@ from safetensors.torch import load_file
 
 from data_modules.cache import read_meta
 from experiments.training.run import train
-from facemogle.backbone import TinyFluxConfig, save_flux, tiny_flux
+from facemogle.backbone import save_flux
+from facemogle.tiny_backbone import TinyFluxConfig, tiny_flux
 from tests.run_fixtures import CountCalls, KillAt, RecordGuidance, tiny_config
 
 # train/loss at the last of 3 steps of tiny.yaml on the shared workspace, float32 on one CPU thread, recorded
