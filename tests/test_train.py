@@ -139,7 +139,7 @@ def test_the_sample_cli_reproduces_the_runs_own_samples_in_a_fresh_process(works
     import numpy as np
     from PIL import Image
 
-    from data_modules.layouts import read_label_map
+    from data_modules.face_files import read_label_map
 
     trainer = train(tiny_config(workspace, tmp_path / "sampled", 3))
     masks_dir = tmp_path / "masks"
