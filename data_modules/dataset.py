@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from data_modules.layouts import FaceRecord, read_mask
+from data_modules.face_files import read_mask
+from data_modules.layouts import FaceRecord
 from data_modules.readers import oriented
 from facemogle.face_parts import NUM_CONDITION_MAPS, split_mask
 from facemogle.faces import Faces

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from data_modules.layouts import DataFileError, FaceRecord, Problem, merge_parts, save_label_map, scan
+from data_modules.face_files import merge_parts, save_label_map
+from data_modules.layouts import DataFileError, FaceRecord, Problem, scan
 from facemogle.atomic import atomic_write, atomic_write_text
 from facemogle.cli import run_cli
 

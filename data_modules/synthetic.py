@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data_modules.layouts import atomic_save, save_label_map
+from data_modules.face_files import atomic_save, save_label_map
 from facemogle.atomic import atomic_write_json, atomic_write_text
 from facemogle.cli import run_cli
 from facemogle.face_parts import NUM_PARTS, PART_INDEX

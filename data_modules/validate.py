@@ -16,17 +16,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from data_modules.layouts import (
-    IMAGE_ERRORS,
-    LAYOUTS,
-    DataFileError,
-    FaceRecord,
-    Problem,
-    Scan,
-    read_mask,
-    scan,
-    sizes_compatible,
-)
+from data_modules.face_files import IMAGE_ERRORS, read_mask, sizes_compatible
+from data_modules.layouts import LAYOUTS, DataFileError, FaceRecord, Problem, Scan, scan
 from data_modules.readers import oriented_size
 from facemogle.cli import run_cli
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_modules.layouts import read_label_map
+from data_modules.face_files import read_label_map
 from experiments.runs.io import load_run
 from experiments.runs.prerequisites import require_run
 from facemogle.cli import run_cli

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from facemogle.backbone import TinyFluxConfig, tiny_flux
 from facemogle.encode import TextEmbeddings
 from facemogle.evaluators.standins import write_standins
 from facemogle.packing import image_ids
+from facemogle.tiny_backbone import TinyFluxConfig, tiny_flux
 from tests.run_fixtures import write_evaluators, write_workspace
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from facemogle.backbone import TinyFluxConfig, tiny_flux
 from facemogle.denoiser import Denoiser
 from facemogle.mogle import MoGLE, MoGLEConfig
 from facemogle.sampling import SampleSettings, sample
+from facemogle.tiny_backbone import TinyFluxConfig, tiny_flux
 
 GOLDEN = Path(__file__).parent / "data" / "golden_samples.safetensors"
 PROMPTS = ["She has blond wavy hair and wears eyeglasses.", "He is smiling."]

@@ -14,8 +14,9 @@ from lightning import Callback
 from data_modules.synthetic import write_synthetic
 from experiments.config.load import load_config, to_yaml
 from experiments.config.schema import Config
-from facemogle.backbone import save_flux, tiny_flux
+from facemogle.backbone import save_flux
 from facemogle.evaluators import SmallParserConfig, build_small_parser, save_clip, save_face_parser
+from facemogle.tiny_backbone import tiny_flux
 from tests.test_eval_metrics import tiny_clip
 
 REPO = Path(__file__).resolve().parents[1]

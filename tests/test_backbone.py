@@ -3,8 +3,9 @@ import shutil
 import pytest
 import torch
 
-from facemogle.backbone import load_flux, save_flux, tiny_flux
+from facemogle.backbone import load_flux, save_flux
 from facemogle.encode import decode_tokens, encode_images, encode_prompts
+from facemogle.tiny_backbone import tiny_flux
 
 
 def test_tiny_flux_saves_and_loads_back_with_identical_outputs(backbone, flux_inputs, tmp_path):
@@ -129,7 +130,7 @@ FLUX_DEV_CONFIGS = {
 
 @pytest.fixture(scope="module")
 def flux_dev_dir(tmp_path_factory):
-    from facemogle.backbone import flux_dev_shaped
+    from facemogle.tiny_backbone import flux_dev_shaped
 
     return save_flux(flux_dev_shaped(), tmp_path_factory.mktemp("flux-dev") / "FLUX.1-dev")
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import data_modules.cache as cache
+import data_modules.cache.key as cache_key
+import data_modules.cache.size as cache_size
 from data_modules.cache import (
     DTYPES,
     CachedDataset,
@@ -25,10 +26,10 @@ from data_modules.split import SplitConfig
 from data_modules.synthetic import write_synthetic
 from experiments.config.schema import ModelConfig
 from experiments.training.build import build_denoiser
-from facemogle.backbone import tiny_flux
 from facemogle.encode import encode_images, encode_prompts
 from facemogle.face_parts import NUM_CONDITION_MAPS
 from facemogle.lit_module import FaceMoGLEModule
+from facemogle.tiny_backbone import tiny_flux
 
 RES = 32
 
@@ -320,7 +321,7 @@ def test_the_size_estimate_is_within_ten_percent_of_the_bytes_written(data, back
 
 def _free_space(monkeypatch, free: int) -> None:
     usage = shutil.disk_usage("/")
-    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage._replace(free=free))
+    monkeypatch.setattr(cache_size.shutil, "disk_usage", lambda path: usage._replace(free=free))
 
 
 def test_a_disk_without_room_is_an_error_before_anything_is_written(data, backbone, tmp_path, monkeypatch):
@@ -332,7 +333,7 @@ def test_a_disk_without_room_is_an_error_before_anything_is_written(data, backbo
     with pytest.raises(ValueError) as err:
         build_cache(records, backbone, RES, root, shard_size=3, progress=False)
     message = str(err.value)
-    folder = cache.cache_folder(root, fingerprint(records, backbone, RES))
+    folder = cache_key.cache_folder(root, fingerprint(records, backbone, RES))
     for part in (str(folder), str(estimate.bytes), str(estimate.bytes - 1), "data.cache_dir"):
         assert part in message
     assert "data.cache_text=false" in message and "data.cache_dtype=bfloat16" in message
@@ -343,7 +344,7 @@ def test_a_disk_without_room_is_an_error_before_anything_is_written(data, backbo
 
 def test_a_write_that_fails_midway_leaves_no_half_written_file(data, backbone, tmp_path, monkeypatch):
     records = scan(data).records
-    save_file = cache.save_file
+    save_file = cache_key.save_file
     calls = []
 
     def disk_full_on_the_second_shard(tensors, path):
@@ -353,7 +354,7 @@ def test_a_write_that_fails_midway_leaves_no_half_written_file(data, backbone, t
             raise OSError(errno.ENOSPC, "No space left on device")
         save_file(tensors, path)
 
-    monkeypatch.setattr(cache, "save_file", disk_full_on_the_second_shard)
+    monkeypatch.setattr(cache_key, "save_file", disk_full_on_the_second_shard)
     with pytest.raises(OSError, match="No space left") as err:
         build_cache(records, backbone, RES, tmp_path, shard_size=3, progress=False)
     folder = calls[0].parent
@@ -363,6 +364,6 @@ def test_a_write_that_fails_midway_leaves_no_half_written_file(data, backbone, t
         "meta.json",
         "shard_00000.safetensors",
     ]
-    monkeypatch.setattr(cache, "save_file", save_file)
+    monkeypatch.setattr(cache_key, "save_file", save_file)
     assert build_cache(records, backbone, RES, tmp_path, shard_size=3, progress=False) == folder
     assert len(CachedDataset(folder, records)) == len(records)

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_modules.layouts import (
-    merge_parts,
-    read_label_map,
-    read_mask,
-    save_label_map,
-    scan,
-    sizes_compatible,
-)
+from data_modules.face_files import merge_parts, read_label_map, read_mask, save_label_map, sizes_compatible
+from data_modules.layouts import scan
 from data_modules.prepare import main as prepare_main
 from facemogle.face_parts import PALETTE, PART_INDEX, colorize
 from tests.test_data_trees import blob_labels, write_mm_tree, write_raw_tree

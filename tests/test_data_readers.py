@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from data_modules.dataset import load_face
-from data_modules.layouts import read_label_map, scan
+from data_modules.face_files import read_label_map
+from data_modules.layouts import scan
 from data_modules.readers import decode_text
 from data_modules.validate import validate
 from experiments.sample import read_mask

@@ -20,8 +20,9 @@ from experiments import ablate_gating, evaluate
 from experiments import sample as sample_cli
 from experiments.config.load import load_config
 from experiments.training.run import train
-from facemogle.backbone import flux_dev_shaped, save_flux
+from facemogle.backbone import save_flux
 from facemogle.evaluators import build_small_clip, build_small_parser, save_clip, save_face_parser
+from facemogle.tiny_backbone import flux_dev_shaped
 from facemogle.tiny_tokenizers import build_clip_tokenizer
 from tests.run_fixtures import KillAt, RecordGuidance, launch, records
 

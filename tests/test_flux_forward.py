@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from facemogle.backbone import TinyFluxConfig, tiny_flux
 from facemogle.flux_forward import (
     ConditionSettings,
     double_block,
@@ -10,6 +9,7 @@ from facemogle.flux_forward import (
     self_attention_mask,
 )
 from facemogle.lora import LoRASettings, add_lora
+from facemogle.tiny_backbone import TinyFluxConfig, tiny_flux
 
 
 def stock(transformer, inputs):

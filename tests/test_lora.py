@@ -39,7 +39,7 @@ def test_optimizer_steps_change_only_lora_and_mogle_weights(backbone, flux_input
 
 
 def test_saved_lora_keeps_its_alpha_and_reproduces_outputs(backbone, tmp_path):
-    from facemogle.backbone import tiny_flux
+    from facemogle.tiny_backbone import tiny_flux
 
     tr = backbone.transformer
     add_lora(tr, LoRASettings(rank=4, alpha=8))

@@ -15,10 +15,11 @@ from experiments.config.load import load_config
 from experiments.config.schema import PretrainConfig
 from experiments.training.backbone_stage import STAGES, pretrain_backbone
 from experiments.training.trainer import stage_loggers
-from facemogle.backbone import TinyFluxConfig, load_flux, tiny_flux
+from facemogle.backbone import load_flux
 from facemogle.encode import encode_images, encode_prompts
 from facemogle.face_parts import split_mask
 from facemogle.pretrain import encode_captions, normalise_latents
+from facemogle.tiny_backbone import TinyFluxConfig, tiny_flux
 
 CONFIG = "experiments/configs/backbone_tiny.yaml"
 TINY_RUN = [

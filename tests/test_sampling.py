@@ -2,7 +2,6 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from facemogle.backbone import TinyFluxConfig, tiny_flux
 from facemogle.denoiser import Denoiser, flow_matching_loss
 from facemogle.encode import decode_tokens, encode_masks, encode_prompts
 from facemogle.face_parts import PART_INDEX
@@ -17,6 +16,7 @@ from facemogle.sampling import (
     sample,
     seed_generators,
 )
+from facemogle.tiny_backbone import TinyFluxConfig, tiny_flux
 
 PROMPTS = ["She has blond wavy hair and wears eyeglasses.", "He is smiling."]
 MODES = {"text": (PROMPTS, False), "mask": (None, True), "text+mask": (PROMPTS, True)}

@@ -6,7 +6,8 @@ from safetensors.torch import load_file
 
 from data_modules.cache import read_meta
 from experiments.training.run import train
-from facemogle.backbone import TinyFluxConfig, save_flux, tiny_flux
+from facemogle.backbone import save_flux
+from facemogle.tiny_backbone import TinyFluxConfig, tiny_flux
 from tests.run_fixtures import CountCalls, KillAt, RecordGuidance, tiny_config
 
 # train/loss at the last of 3 steps of tiny.yaml on the shared workspace, float32 on one CPU thread, recorded
@@ -138,7 +139,7 @@ def test_the_sample_cli_reproduces_the_runs_own_samples_in_a_fresh_process(works
     import numpy as np
     from PIL import Image
 
-    from data_modules.layouts import read_label_map
+    from data_modules.face_files import read_label_map
 
     trainer = train(tiny_config(workspace, tmp_path / "sampled", 3))
     masks_dir = tmp_path / "masks"

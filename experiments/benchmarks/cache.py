@@ -20,8 +20,8 @@ from pathlib import Path
 from data_modules.cache import DTYPES, build_cache, estimate_size, folder_bytes, format_bytes
 from data_modules.layouts import scan
 from data_modules.synthetic import write_synthetic
-from facemogle.backbone import flux_dev_shaped
 from facemogle.face_parts import NUM_CONDITION_MAPS
+from facemogle.tiny_backbone import flux_dev_shaped
 
 
 def main(argv: list[str] | None = None) -> None:

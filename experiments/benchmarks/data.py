@@ -30,9 +30,10 @@ from data_modules.cache import CachedDataset, build_cache
 from data_modules.dataset import Dropout
 from data_modules.layouts import scan
 from data_modules.synthetic import write_synthetic
-from facemogle.backbone import FluxBackbone, tiny_flux
+from facemogle.backbone import FluxBackbone
 from facemogle.encode import encode_images
 from facemogle.face_parts import NUM_CONDITION_MAPS, PART_INDEX, split_mask
+from facemogle.tiny_backbone import tiny_flux
 
 
 def flux_vae() -> AutoencoderKL:

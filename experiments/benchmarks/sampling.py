@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import torch
 
-from facemogle.backbone import FLUX_DEV_SHAPED, TinyFluxConfig, tiny_flux
 from facemogle.denoiser import Denoiser
 from facemogle.encode import encode_masks
 from facemogle.mogle import MoGLE, MoGLEConfig
 from facemogle.sampling import SampleSettings, sample
+from facemogle.tiny_backbone import FLUX_DEV_SHAPED, TinyFluxConfig, tiny_flux
 
 
 @dataclass

@@ -22,7 +22,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from facemogle.backbone import FLUX_DEV, FLUX_DEV_SHAPED, FluxBackbone, tiny_flux
+from facemogle.backbone import FluxBackbone
 from facemogle.denoiser import Denoiser
 from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, text_ids
 from facemogle.face_parts import split_mask
@@ -33,6 +33,7 @@ from facemogle.lora import LoRASettings, add_lora
 from facemogle.mogle import MoGLE
 from facemogle.packing import image_ids
 from facemogle.sampling import SampleSettings, sample
+from facemogle.tiny_backbone import FLUX_DEV, FLUX_DEV_SHAPED, tiny_flux
 
 
 def make_inputs(backbone: FluxBackbone, batch: int, resolution: int, device) -> dict:

@@ -20,11 +20,11 @@ import torch
 
 from experiments.ablation.workers import thread_env, worker_threads
 from experiments.benchmarks.step import make_inputs, optimizer_step, variants
-from facemogle.backbone import tiny_flux
 from facemogle.denoiser import Denoiser
 from facemogle.lora import LoRASettings, add_lora
 from facemogle.mogle import MoGLE
 from facemogle.packing import image_ids
+from facemogle.tiny_backbone import tiny_flux
 
 
 def time_steps(steps: int, batch: int) -> float:

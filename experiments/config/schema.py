@@ -19,7 +19,6 @@ from data_modules.datamodule import DataConfig
 from data_modules.evaluator_data import EvaluatorDataConfig
 from data_modules.split import SplitConfig
 from experiments.config.rules import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, check_rules
-from facemogle.backbone import TinyFluxConfig
 from facemogle.evaluators import EvaluatorConfig, SmallClipConfig, SmallParserConfig
 from facemogle.evaluators.lit_modules import ClipTrainConfig, ParserTrainConfig
 from facemogle.flux_forward import ConditionSettings
@@ -28,6 +27,7 @@ from facemogle.lora import LoRASettings
 from facemogle.metrics.suite import MetricsConfig
 from facemogle.mogle import MoGLEConfig
 from facemogle.pretrain import FluxStageConfig, VAEStageConfig
+from facemogle.tiny_backbone import TinyFluxConfig
 
 
 @dataclass

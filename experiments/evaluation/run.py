@@ -18,7 +18,6 @@ sampler settings, seed and commit.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from data_modules.datamodule import DataConfig
 from data_modules.dataset import load_faces
 from data_modules.layouts import FaceRecord, scan
 from data_modules.split import SPLITS, split_records
+from experiments.evaluation.feature_cache import add, paper_cache_file, real_cache_file
 from experiments.evaluation.protocol import (
     evaluator_paths,
     models_record,
@@ -39,13 +39,13 @@ from experiments.evaluation.protocol import (
     protocol_record,
 )
 from experiments.runs.io import LoadedRun, load_run
-from facemogle.atomic import atomic_write, atomic_write_json, atomic_write_text
+from facemogle.atomic import atomic_write_json, atomic_write_text
 from facemogle.evaluators import EvaluatorConfig
 from facemogle.evaluators.config import PaperEvaluatorConfig
 from facemogle.face_parts import PARTS
 from facemogle.faces import Faces
-from facemogle.metrics.paper import PaperMetrics, PaperReal, build_paper_metrics
-from facemogle.metrics.suite import GenerationMetrics, MetricsConfig, RealFeatures, build_generation_metrics
+from facemogle.metrics.paper import PaperMetrics, build_paper_metrics
+from facemogle.metrics.suite import GenerationMetrics, MetricsConfig, build_generation_metrics
 from facemogle.sampling import (
     MODES,
     TEXT_ONLY_CONDITIONS,
@@ -150,7 +150,7 @@ def evaluate_run(settings: EvalSettings) -> Evaluation:
         if settings.cache_dir
         else None
     )
-    add_real(metrics, faces.images, settings.batch_size, cache, device)
+    add(metrics, faces.images, settings.batch_size, cache, device)
     paper = None
     if settings.protocol == "paper":
         paper = build_paper_metrics(settings.paper).to(device)
@@ -159,7 +159,7 @@ def evaluate_run(settings: EvalSettings) -> Evaluation:
             if settings.cache_dir
             else None
         )
-        add_paper_real(paper, faces.images, settings.batch_size, paper_cache, device)
+        add(paper, faces.images, settings.batch_size, paper_cache, device)
 
     results = {}
     with tqdm(total=len(faces) * len(settings.modes), desc=f"evaluate {settings.split}", unit="face") as bar:
@@ -204,86 +204,6 @@ def evaluate_run(settings: EvalSettings) -> Evaluation:
 
 def mode_labels(results: dict[str, dict], text_only_condition: str) -> dict[str, str]:
     return {m: f"text ({TEXT_ONLY_LABELS[text_only_condition]})" if m == "text" else m for m in results}
-
-
-def real_cache_file(
-    cache_dir: Path, records: list[FaceRecord], resolution: int, evaluators: EvaluatorConfig
-) -> Path:
-    h = _records_digest(records, resolution)
-    h.update(f"{evaluators.features};".encode())
-    model = evaluators.clip_path if evaluators.features == "clip" else evaluators.inception_path
-    _digest_models(h, (model, evaluators.clip_path), "*.safetensors")
-    return cache_dir / f"real_{h.hexdigest()[:16]}.pt"
-
-
-def paper_cache_file(
-    cache_dir: Path, records: list[FaceRecord], resolution: int, paper: PaperEvaluatorConfig
-) -> Path:
-    """Where the real faces' clean-fid features and CMMD embeddings are cached, keyed like `real_cache_file`."""
-    h = _records_digest(records, resolution)
-    _digest_models(h, (paper.inception_path, paper.cmmd_clip_path), "*")
-    return cache_dir / f"paper_real_{h.hexdigest()[:16]}.pt"
-
-
-def _records_digest(records: list[FaceRecord], resolution: int):
-    h = hashlib.sha256()
-    for r in records:
-        stat = Path(r.image).stat()
-        h.update(f"{Path(r.image).resolve()}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    h.update(f"{resolution};".encode())
-    return h
-
-
-def _digest_models(h, paths, pattern: str) -> None:
-    """Each model's weight files (a directory's `pattern` files, or the file) by path and mtime into h."""
-    for path in paths:
-        if not path:
-            h.update(b"none;")  # not Path(""): the working directory's mtime would change the key
-            continue
-        weights = sorted(Path(path).glob(pattern)) if Path(path).is_dir() else [Path(path)]
-        for w in weights:
-            h.update(f"{w.resolve()}:{w.stat().st_mtime_ns if w.exists() else 0};".encode())
-
-
-def add_real(
-    metrics: GenerationMetrics, images: torch.Tensor, batch: int, cache: Path | None, device
-) -> None:
-    """images (n, 3, H, W) in [0, 1]: their features from `cache` when it exists, else computed (and stored)."""
-    if cache is not None and cache.is_file():
-        stored = torch.load(cache)
-        metrics.add_real(RealFeatures(stored["features"].to(device), _to(stored["clip"], device)))
-        return
-    parts = [metrics.extract_real(images[s : s + batch].to(device)) for s in range(0, len(images), batch)]
-    real = RealFeatures(
-        torch.cat([p.features for p in parts]),
-        torch.cat([p.clip for p in parts]) if parts[0].clip is not None else None,
-    )
-    metrics.add_real(real)
-    if cache is not None:  # runs evaluated in parallel (the ablation's SLURM array) share the cache
-        features = {"features": real.features.cpu(), "clip": _to(real.clip, "cpu")}
-        atomic_write(cache, lambda tmp: torch.save(features, tmp))
-
-
-def add_paper_real(paper: PaperMetrics, images: torch.Tensor, batch: int, cache: Path | None, device) -> None:
-    """As `add_real`, for the paper protocol's real-image features."""
-    if cache is not None and cache.is_file():
-        stored = torch.load(cache)
-        paper.add_real(PaperReal(_to(stored["features"], device), _to(stored["cmmd"], device)))
-        return
-    parts = [paper.extract_real(images[s : s + batch].to(device)) for s in range(0, len(images), batch)]
-    real = PaperReal(*(_cat([getattr(p, name) for p in parts]) for name in ("features", "cmmd")))
-    paper.add_real(real)
-    if cache is not None:
-        stored = {"features": _to(real.features, "cpu"), "cmmd": _to(real.cmmd, "cpu")}
-        atomic_write(cache, lambda tmp: torch.save(stored, tmp))
-
-
-def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
-    return None if parts[0] is None else torch.cat(parts)
-
-
-def _to(t: torch.Tensor | None, device) -> torch.Tensor | None:
-    return None if t is None else t.to(device)
 
 
 def evaluate_mode(

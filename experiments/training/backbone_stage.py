@@ -39,10 +39,11 @@ from experiments.config.load import to_yaml
 from experiments.config.schema import PretrainConfig
 from experiments.training.trainer import stage_loggers, stage_trainer
 from facemogle.atomic import atomic_dir, atomic_write_text
-from facemogle.backbone import FluxBackbone, save_flux, tiny_flux
+from facemogle.backbone import FluxBackbone, save_flux
 from facemogle.encode import encode_prompts
 from facemogle.packing import image_ids
 from facemogle.pretrain import FluxPretrain, VAEPretrain, encode_captions, normalise_latents
+from facemogle.tiny_backbone import tiny_flux
 
 log = logging.getLogger(__name__)
 
