@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -93,3 +94,29 @@ def test_a_kill_9_in_the_middle_of_a_checkpoint_write_resumes_from_the_one_befor
     assert start.step == 3 and resumed.global_step == 7
     full = train(tiny_config(workspace, tmp_path / "kill9-full", 7))
     torch.testing.assert_close(resumed.callback_metrics["train/loss"], full.callback_metrics["train/loss"])
+
+
+def test_metadata_file_name_is_lightnings():
+    from lightning.fabric.utilities.load import _METADATA_FILENAME
+
+    from experiments.runs.checkpoints import METADATA_FILENAME
+
+    assert METADATA_FILENAME == _METADATA_FILENAME
+
+
+def test_installed_lightning_is_the_pinned_minor_version():
+    """Private Lightning API stays in use (FinalLastCheckpoint, FSDP2Strategy): the pin must match."""
+    import re
+
+    import lightning
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    (pin,) = [d for d in deps if d.startswith("lightning")]
+    low, high = re.fullmatch(r"lightning>=(\d+\.\d+),<(\d+\.\d+)", pin.split("#")[0].strip()).groups()
+    installed = ".".join(lightning.__version__.split(".")[:2])
+    assert installed == low and int(high.split(".")[1]) == int(low.split(".")[1]) + 1, (
+        pin,
+        lightning.__version__,
+    )

@@ -84,3 +84,14 @@ def test_a_schedule_steps_with_every_optimizer_step(backbone):
     configured = module.configure_optimizers()
     assert configured["lr_scheduler"]["interval"] == "step"
     assert configured["optimizer"].param_groups[0]["lr"] == 0.0  # warm-up step 0
+
+
+def test_gate_entropy_is_uniform_for_even_weights_and_zero_for_one_hot():
+    import math
+
+    from facemogle.lit_module import gate_entropy
+
+    even = torch.full((2, 5, 20), 1 / 20)
+    one_hot = torch.nn.functional.one_hot(torch.arange(5) % 20, 20).float()[None]
+    assert gate_entropy(even).item() == pytest.approx(math.log(20))
+    assert gate_entropy(one_hot).item() == pytest.approx(0.0, abs=1e-6)

@@ -55,7 +55,9 @@ def test_a_run_writes_checkpoints_export_and_metrics(workspace, tmp_path):
     assert (run / "export" / "lora" / "pytorch_lora_weights.safetensors").is_file()
     assert "train/loss" in (run / "logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert all("lora_" in k or k.startswith("denoiser.mogle.") for k in ckpt["state_dict"])
+    assert ckpt["state_dict"] and all(
+        "lora_" in k or k.startswith("denoiser.mogle.") for k in ckpt["state_dict"]
+    )
 
 
 def test_the_gate_balance_loss_is_logged_and_only_a_positive_coefficient_trains_on_it(workspace, tmp_path):

@@ -143,7 +143,7 @@ def test_contrastive_batches_hold_distinct_faces_each_with_one_of_its_captions(f
     assert len(own) == n  # the synthetic faces' label maps tell them apart
     seen = [tuple(labels.flatten().tolist()) for labels in batch["labels"]]
     assert len(set(seen)) == n
-    assert all(caption in own[key] for key, caption in zip(seen, batch["caption"], strict=True))
+    assert seen and all(caption in own[key] for key, caption in zip(seen, batch["caption"], strict=True))
     with pytest.raises(ValueError, match="training faces"):
         TrainBatches(split.train, n + 1, max_blur=0.0, seed=0, contrastive=True)
 

@@ -116,7 +116,7 @@ def test_each_fsdp_rank_holds_half_of_every_frozen_transformer_weight(runs):
         assert abs(mine - other) <= whole / 4, name  # dim 0 split in two: (n+1)//2 and n//2 rows
     total = sum(whole for _, whole in held[0].values())
     assert sum(mine for mine, _ in held[0].values()) == pytest.approx(total / 2, rel=0.01)
-    assert all(mine == whole for mine, whole in ddp[0]["held"].values())  # DDP replicates
+    assert ddp[0]["held"] and all(mine == whole for mine, whole in ddp[0]["held"].values())  # DDP replicates
 
 
 @pytest.mark.slow  # two processes, four runs

@@ -13,10 +13,12 @@ import zipfile
 from pathlib import Path
 
 import torch
-from lightning.fabric.utilities.load import _METADATA_FILENAME
 from torch.distributed.checkpoint import FileSystemReader
 
 log = logging.getLogger(__name__)
+
+# The file Lightning writes beside the shards of a sharded checkpoint folder (its name is private there).
+METADATA_FILENAME = "meta.pt"
 
 # what a truncated, emptied or overwritten checkpoint raises when read
 UNREADABLE = (
@@ -34,7 +36,7 @@ def checkpoint_step(path: Path) -> int:
     """The training step a checkpoint holds; raises one of UNREADABLE when it does not load."""
     if path.is_dir():  # FSDP: shards with their .metadata, and rank 0's meta.pt
         FileSystemReader(path).read_metadata()
-        meta = torch.load(path / _METADATA_FILENAME, map_location="cpu", weights_only=False)
+        meta = torch.load(path / METADATA_FILENAME, map_location="cpu", weights_only=False)
     else:
         meta = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
     return int(meta["global_step"])

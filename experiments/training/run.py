@@ -11,17 +11,17 @@ The run directory (`run_dir`) holds:
 
 from __future__ import annotations
 
-import fcntl
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+from filelock import FileLock, Timeout
 from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.fabric.utilities.rank_zero import _get_rank
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from callbacks.checkpoints import AtomicCheckpointIO, FinalLastCheckpoint
 from callbacks.export import ExportCallback
@@ -116,19 +116,19 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     """Held while a run trains, so a second training of the same run_dir stops at once. The OS drops a
     flock when its process dies, so a crash cannot leave the run locked. Only the launching process (rank 0,
     or no rank yet) takes it: the ranks Lightning or srun start share the run."""
-    if _get_rank() not in (None, 0):
+    if rank_zero_only.rank != 0:
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"run_dir={run_dir} is in use by another training process") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    lock = FileLock(run_dir / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ValueError(f"run_dir={run_dir} is in use by another training process") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def check_fresh(config: Config, resume: bool) -> None:

@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 from lightning.fabric.strategies.fsdp import _is_sharded_checkpoint
-from lightning.fabric.utilities.load import _METADATA_FILENAME
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, Strategy
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint import load as load_sharded
@@ -37,6 +36,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from experiments.config.schema import TrainerConfig
+from experiments.runs.checkpoints import METADATA_FILENAME
 
 
 def make_strategy(t: TrainerConfig) -> str | Strategy:
@@ -89,7 +89,7 @@ class FSDP2Strategy(ModelParallelStrategy):
     def load_checkpoint(self, checkpoint_path, weights_only: bool | None = None) -> dict[str, Any]:
         path = Path(self.broadcast(checkpoint_path))
         if not _is_sharded_checkpoint(path):
-            raise ValueError(f"{path} is not a sharded checkpoint folder (with {_METADATA_FILENAME})")
+            raise ValueError(f"{path} is not a sharded checkpoint folder (with {METADATA_FILENAME})")
         saved = FileSystemReader(path).read_metadata().state_dict_metadata.keys()
         current = get_model_state_dict(self.model, options=StateDictOptions(ignore_frozen_params=True))
         weights = {k: v for k, v in current.items() if f"state_dict.{k}" in saved}
@@ -108,7 +108,7 @@ class FSDP2Strategy(ModelParallelStrategy):
         set_model_state_dict(self.model, weights, options=partial)
         for i, optimizer in enumerate(self.optimizers):
             set_optimizer_state_dict(self.model, optimizer, state[f"optimizer_{i}"], options=partial)
-        return torch.load(path / _METADATA_FILENAME, weights_only=weights_only)
+        return torch.load(path / METADATA_FILENAME, weights_only=weights_only)
 
 
 def _held_in(optimizer_state: dict, saved, prefix: str) -> dict:
