@@ -4,10 +4,11 @@ in experiments/ are exactly the `python -m experiments.NAME` commands the pages 
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import re
 from pathlib import Path
+
+from tests.test_layers import entry_points
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -104,21 +105,6 @@ def makefile_targets(makefile: Path = REPO / "Makefile") -> set[str]:
 def first_code_block(text: str) -> list[str]:
     block = FENCE.search(text)
     return block.group(0).splitlines()[1:-1] if block else []
-
-
-def entry_points(folder: Path = REPO / "experiments") -> set[str]:
-    """The files directly in experiments/ with a top-level `if __name__ == "__main__":`."""
-    found = set()
-    for path in folder.glob("*.py"):
-        for node in ast.parse(path.read_text(), filename=str(path)).body:
-            if (
-                isinstance(node, ast.If)
-                and isinstance(node.test, ast.Compare)
-                and isinstance(node.test.left, ast.Name)
-                and node.test.left.id == "__name__"
-            ):
-                found.add(path.stem)
-    return found
 
 
 def documented_entry_points(texts: list[str]) -> set[str]:

@@ -46,13 +46,20 @@ def sources(package: str) -> list[Path]:
     return sorted((REPO / package).rglob("*.py"))
 
 
-def entry_points() -> set[str]:
-    """experiments.NAME for each experiments/NAME.py that runs as a script."""
-    return {
-        f"experiments.{path.stem}"
-        for path in (REPO / "experiments").glob("*.py")
-        if 'if __name__ == "__main__":' in path.read_text()
-    }
+def entry_points(folder: Path = REPO / "experiments") -> set[str]:
+    """NAME for each NAME.py directly in folder with a top-level `if __name__ == "__main__":` (a script run as
+    `python -m experiments.NAME`)."""
+    found = set()
+    for path in folder.glob("*.py"):
+        for node in ast.parse(path.read_text(), filename=str(path)).body:
+            test = node.test if isinstance(node, ast.If) else None
+            if (
+                isinstance(test, ast.Compare)
+                and isinstance(test.left, ast.Name)
+                and test.left.id == "__name__"
+            ):
+                found.add(path.stem)
+    return found
 
 
 def test_imports_point_down_the_layers():
@@ -67,7 +74,7 @@ def test_imports_point_down_the_layers():
 
 
 def test_no_module_imports_an_entry_point_as_a_library():
-    scripts = entry_points()
+    scripts = {f"experiments.{name}" for name in entry_points()}
     assert {"experiments.train", "experiments.evaluate", "experiments.sample"} <= scripts
     borrowed = [
         f"{path.relative_to(REPO)}:{line} imports {module}"
@@ -114,4 +121,4 @@ def test_experiments_packages_import_only_the_rows_below_them():
 def test_experiments_top_level_files_are_entry_points_only():
     files = {path.stem for path in (REPO / "experiments").glob("*.py")} - {"__init__"}
     assert len(files) >= 10
-    assert {f"experiments.{name}" for name in files} == entry_points()
+    assert files == entry_points()
