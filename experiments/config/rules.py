@@ -1,5 +1,6 @@
-"""The range rules a config dataclass checks its own fields with, in `__post_init__`; an error names the key,
-its value and where the value came from."""
+"""Range rules: stage 2's key ranges (RULES, checked at start-up by experiments.config.checks.check_config) and
+the helpers the stage-1 and evaluator dataclasses check their own fields with in `__post_init__`. An error
+names the key, its value and, given, where the value came from."""
 
 from __future__ import annotations
 
