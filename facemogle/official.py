@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors.torch import load_file
 
+from facemogle.data_only import load_data, load_tensors
 from facemogle.face_parts import NUM_PARTS
 from facemogle.mogle import MoGLE, MoGLEConfig
 
@@ -42,8 +42,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ValueError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors(path)
+    state = load_data(path, map_location="cpu")
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     return state

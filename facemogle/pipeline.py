@@ -29,9 +29,9 @@ from diffusers import ConfigMixin, DiffusionPipeline, FlowMatchEulerDiscreteSche
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
-from safetensors.torch import load_file
 
 from facemogle.backbone import DTYPES, MODEL_FOLDERS, TOKENIZER_FOLDERS, FluxBackbone, load_flux
+from facemogle.data_only import load_tensors
 from facemogle.denoiser import Denoiser
 from facemogle.export import LORA, MOGLE_FILE, ExportSpec, check_export, read_export_spec
 from facemogle.flux_forward import ConditionSettings
@@ -163,7 +163,7 @@ class FaceMoGLEPipeline(DiffusionPipeline):
             )
         load_lora(flux.transformer, export / LORA)
         adapter = FaceMoGLEAdapter(asdict(spec.mogle), asdict(spec.condition), spec.cond_id_offset)
-        adapter.mogle.load_state_dict(load_file(export / MOGLE_FILE))
+        adapter.mogle.load_state_dict(load_tensors(export / MOGLE_FILE))
         adapter.eval()
         return cls.from_backbone(flux, adapter, spec.resolution, spec.sample)
 

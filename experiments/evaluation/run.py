@@ -40,6 +40,7 @@ from experiments.evaluation.protocol import (
 )
 from experiments.runs.io import LoadedRun, load_run
 from facemogle.atomic import atomic_write, atomic_write_json, atomic_write_text
+from facemogle.data_only import load_data
 from facemogle.evaluators import EvaluatorConfig
 from facemogle.evaluators.config import PaperEvaluatorConfig
 from facemogle.face_parts import PARTS
@@ -250,7 +251,7 @@ def add_real(
 ) -> None:
     """images (n, 3, H, W) in [0, 1]: their features from `cache` when it exists, else computed (and stored)."""
     if cache is not None and cache.is_file():
-        stored = torch.load(cache)
+        stored = load_data(cache)
         metrics.add_real(RealFeatures(stored["features"].to(device), _to(stored["clip"], device)))
         return
     parts = [metrics.extract_real(images[s : s + batch].to(device)) for s in range(0, len(images), batch)]
@@ -267,7 +268,7 @@ def add_real(
 def add_paper_real(paper: PaperMetrics, images: torch.Tensor, batch: int, cache: Path | None, device) -> None:
     """As `add_real`, for the paper protocol's real-image features."""
     if cache is not None and cache.is_file():
-        stored = torch.load(cache)
+        stored = load_data(cache)
         paper.add_real(PaperReal(_to(stored["features"], device), _to(stored["cmmd"], device)))
         return
     parts = [paper.extract_real(images[s : s + batch].to(device)) for s in range(0, len(images), batch)]

@@ -162,7 +162,9 @@ def _fit(config: Config, resume: bool, extra_callbacks: list[L.Callback] | None)
     module = build_module(config)
     data = FaceDataModule(config.data, module.backbone)
     trainer = make_trainer(config, extra_callbacks)
-    trainer.fit(module, datamodule=data, ckpt_path=last_checkpoint(config) if resume else None)
+    checkpoint = last_checkpoint(config) if resume else None
+    # data only (facemogle.data_only): Lightning's checkpoints hold tensors and plain values
+    trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
     if isinstance(trainer.logger, WandbLogger):
         # close the W&B run: wandb keeps one global run per process, and a later WandbLogger in this process
         # (the next ablation variant, another test) would otherwise log into this one

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from transformers import BertTokenizer, BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
 
+from facemogle.data_only import load_data
 from facemogle.evaluators.clip import CLIP_MEAN, CLIP_STD
 from facemogle.evaluators.common import require_file
 from facemogle.evaluators.paper_clip import openai_clip_pixels
@@ -173,7 +174,7 @@ def load_image_reward(path: str | Path) -> ImageRewardScorer:
         raise ValueError(
             f"{path / TOKENIZER_DIR}: {len(tokenizer)} tokens, med_config.json says {med['vocab_size']}"
         )
-    load_state(scorer, torch.load(checkpoint, map_location="cpu", weights_only=True), str(checkpoint))
+    load_state(scorer, load_data(checkpoint, map_location="cpu"), str(checkpoint))
     return scorer
 
 
