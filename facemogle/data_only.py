@@ -47,7 +47,9 @@ def reading_safetensors(path: str | Path) -> Iterator[None]:
     try:
         yield
     except SafetensorError as e:
-        raise ValueError(f"{path} is not a complete safetensors file ({e}): copy or download it again") from None
+        raise ValueError(
+            f"{path} is not a complete safetensors file ({e}): copy or download it again"
+        ) from None
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
