@@ -4,7 +4,7 @@
 The run directory (`run_dir`) holds:
     config.yaml               the resolved config
     checkpoints/last.ckpt     Lightning checkpoint for exact resume (+ step-NNNNNN.ckpt every N steps)
-    checkpoints/requeue.ckpt  written when SIGUSR1 stops the run for a requeue (callbacks/requeue.py)
+    checkpoints/requeue.ckpt  written when SIGUSR1 (a requeue), SIGTERM or SIGINT stops the run (callbacks/requeue.py)
     export/                   LoRA + MoGLE + config for sampling (experiments/runs/io.py)
     logs/ or wandb/           the logger's files
 """
