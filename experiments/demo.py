@@ -22,7 +22,7 @@ import torch
 
 from experiments.app.core import EXAMPLES, Demo, example_masks, find_parser
 from experiments.app.page import launch
-from experiments.runs.io import load_run
+from experiments.runs.io import add_allow_unverified, load_run
 from experiments.runs.prerequisites import require_run
 from facemogle.cli import run_cli
 
@@ -38,11 +38,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--examples", type=int, default=EXAMPLES, help="example masks from the test split")
     # one request of the tiny model is too small to share out; on a busy CPU more threads wait on each other
     p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (0: torch's default)")
+    add_allow_unverified(p)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     require_run(args.run, parser=args.parser)
-    run = load_run(args.run)
+    run = load_run(args.run, verify=not args.allow_unverified)
     demo = Demo(run, find_parser(run, args.parser))
     launch(demo, example_masks(run, args.examples), args.host, args.port, block=True)
 

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from data_modules.layouts import read_label_map
-from experiments.runs.io import load_run
+from experiments.runs.io import add_allow_unverified, load_run
 from experiments.runs.prerequisites import require_run
 from facemogle.cli import run_cli
 from facemogle.face_parts import CONDITION_MAPS
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--region-scale", nargs="*", default=[], metavar="PART=S")
     p.add_argument("--batch", type=int, default=8)
+    add_allow_unverified(p)
     args = p.parse_args(argv)
     if args.n < 1:
         p.error(f"--n {args.n}: give at least 1 image")
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("give --prompt, --mask / --masks, or both")
 
     require_run(args.run)
-    run = load_run(args.run)
+    run = load_run(args.run, verify=not args.allow_unverified)
     pipe = run.pipeline
     pipe.set_progress_bar_config(disable=True)
     res = run.config.data.resolution

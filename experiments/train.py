@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from experiments.config.checks import Sources, check_config
-from experiments.config.load import load_config
+from experiments.config.load import add_allow_resolvers, load_config
 from experiments.runs.prerequisites import require_config
 from experiments.training.run import train
 from facemogle.cli import run_cli
@@ -20,9 +20,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue from the newest checkpoint in RUN_DIR/checkpoints"
     )
+    add_allow_resolvers(p)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides, allow_resolvers=args.allow_resolvers)
     sources = Sources(args.config, args.overrides)
     check_config(config, sources)  # a bad value is named before anything is found missing
     require_config(config)

@@ -1,20 +1,25 @@
-"""Files are read as data, never as code: every torch file the project opens goes through `load_data`.
+"""Files are read as data, never as code: every torch file the project opens goes through `load_data`, and
+every config through `refuse_resolvers`.
 
 `torch.load(weights_only=True)` unpickles tensors, containers and plain values only; a checkpoint, cache or
 weights file that names any other global (an `os.system` in a `__reduce__`, a class of ours) is refused with
 the file's name, as `NotDataOnly`, before anything of it runs. Runs and exports are shared and downloaded,
-so no file under them is trusted to hold code; Lightning's checkpoints hold only such data.
+so no file under them is trusted to hold code; Lightning's checkpoints hold only such data. For the same
+reason a config value calling an OmegaConf resolver (`${oc.env:...}`) is refused where it is read, unless the
+command was given its opt-in flag (--allow-resolvers).
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
@@ -56,3 +61,39 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors, read by `reading_safetensors`."""
     with reading_safetensors(path):
         return load_file(path)
+
+
+# `${name:...}`: a resolver call (oc.env, oc.decode, a registered function), as against `${a.b}`, a reference
+RESOLVER_CALL = re.compile(r"\$\{\s*([A-Za-z_][\w.]*)\s*:")
+
+
+def resolver_calls(node: DictConfig | ListConfig) -> dict[str, str]:
+    """{dotted key: value} of every value of an unresolved OmegaConf node that calls a resolver."""
+    found: dict[str, str] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(value, str) and RESOLVER_CALL.search(value):
+            found[key] = value
+
+    walk(OmegaConf.to_container(node, resolve=False), "")
+    return found
+
+
+def refuse_resolvers(node: DictConfig | ListConfig, source: str, hint: str = "") -> None:
+    """A config value that would call a resolver when read is a ValueError naming `source` and the key: a
+    config resolves references to its own keys only, never the environment (`${oc.env:WANDB_API_KEY}` would
+    carry a secret into the logger and the export) or other code."""
+    calls = resolver_calls(node)
+    if calls:
+        key, value = next(iter(calls.items()))
+        name = RESOLVER_CALL.search(value).group(1)
+        raise ValueError(
+            f"{source}: {key}={value!r} calls the resolver {name!r}; configs resolve references to their own "
+            f"keys (${{a.b}}) only{hint}"
+        )

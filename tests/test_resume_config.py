@@ -64,3 +64,12 @@ def test_resume_without_a_checkpoint_says_it_starts_at_step_0(workspace, tmp_pat
     with caplog.at_level(logging.WARNING, logger="experiments.training.run"):
         train(tiny_config(workspace, tmp_path / "new", 1), resume=True)
     assert "no checkpoint" in caplog.text and "step 0" in caplog.text
+
+
+def test_resume_refuses_a_run_config_reading_the_environment_naming_the_key(workspace, run):
+    recorded = run / "config.yaml"
+    recorded.write_text(recorded.read_text().replace("project: facemogle", "project: ${oc.env:HOME}"))
+    with pytest.raises(
+        ValueError, match=r"config.yaml: logger.project='\$\{oc.env:HOME\}' calls the resolver"
+    ):
+        train(tiny_config(workspace, run, 5), resume=True)

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,9 @@ from experiments.runs.io import export_run, load_run
 from experiments.sample import region_scales
 from experiments.training.build import build_module
 from facemogle.backbone import save_flux
+from facemogle.export import manifest
 from facemogle.mogle import MoGLEConfig
+from facemogle.pipeline import FaceMoGLEPipeline
 from facemogle.sampling import SampleSettings, sample
 
 
@@ -98,3 +102,49 @@ def test_the_sample_cli_makes_n_images_of_every_condition(flux_dir, tmp_path):
     assert names == ["a_seed10.png", "a_seed11.png", "b_seed12.png", "b_seed13.png"]
     one, all_ = (np.asarray(Image.open(tmp_path / d / "a_seed11.png")) for d in ("one", "all"))
     assert not np.array_equal(one, all_)  # the second with the prompt, the first without
+
+
+def test_an_export_without_its_manifest_or_with_an_unlisted_file_is_refused_unless_allowed(
+    flux_dir, tmp_path, caplog
+):
+    config = load_config(overrides=[f"backbone.path={flux_dir}", f"run_dir={tmp_path / 'run'}"])
+    export = export_run(config.run_dir, config, build_module(config).denoiser)
+    (export / "notes.pkl").write_bytes(b"anything")
+    with pytest.raises(ValueError, match=r"notes.pkl is not listed in .*manifest.json \(--allow-unverified"):
+        load_run(config.run_dir)
+    (export / "notes.pkl").unlink()
+    (export / "manifest.json").unlink()
+    with pytest.raises(ValueError, match=r"export has no manifest.json: its files cannot be checked"):
+        load_run(config.run_dir)
+    with caplog.at_level("WARNING", logger="facemogle.export"):
+        assert load_run(config.run_dir, verify=False).config == config
+    assert "loading it anyway (--allow-unverified)" in caplog.text
+    argv = ["--run", config.run_dir, "--prompt", "a face", "--out", str(tmp_path / "out"), "--steps", "1"]
+    with pytest.raises(ValueError, match="no manifest.json"):
+        sample_cli.main(argv)
+    sample_cli.main([*argv, "--allow-unverified"])
+    assert (tmp_path / "out" / "text_seed0.png").is_file()
+
+
+def test_an_export_config_reading_the_environment_is_refused_naming_the_key(flux_dir, tmp_path):
+    config = load_config(overrides=[f"backbone.path={flux_dir}", f"run_dir={tmp_path / 'run'}"])
+    export = export_run(config.run_dir, config, build_module(config).denoiser)
+    yaml = (export / "config.yaml").read_text().replace("project: facemogle", "project: ${oc.env:HOME}")
+    (export / "config.yaml").write_text(yaml)
+    (export / "manifest.json").write_text(json.dumps(manifest(export)))  # as a tamperer would
+    with pytest.raises(
+        ValueError, match=r"config.yaml: logger.project='\$\{oc.env:HOME\}' calls the resolver"
+    ):
+        load_run(config.run_dir)
+    with pytest.raises(ValueError, match=r"logger.project='\$\{oc.env:HOME\}'"):
+        FaceMoGLEPipeline.from_pretrained(export)
+
+
+def test_a_saved_pipeline_with_a_file_deleted_is_refused(flux_dir, tmp_path):
+    config = load_config(overrides=[f"backbone.path={flux_dir}", f"run_dir={tmp_path / 'run'}"])
+    export = export_run(config.run_dir, config, build_module(config).denoiser)
+    FaceMoGLEPipeline.from_pretrained(export).save_pretrained(tmp_path / "pipe")
+    assert FaceMoGLEPipeline.from_pretrained(tmp_path / "pipe") is not None
+    (tmp_path / "pipe" / "lora" / "pytorch_lora_weights.safetensors").unlink()
+    with pytest.raises(ValueError, match=r"pytorch_lora_weights.safetensors is missing from"):
+        FaceMoGLEPipeline.from_pretrained(tmp_path / "pipe")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -9,21 +10,43 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from experiments.config.schema import Config, EvaluatorsConfig, PretrainConfig
+from facemogle.data_only import refuse_resolvers
 
 Schema = TypeVar("Schema")
 
 
+ALLOW_RESOLVERS_HINT = " (the training commands' --allow-resolvers lets a config of your own call them)"
+
+
+def add_allow_resolvers(parser: argparse.ArgumentParser) -> None:
+    """The training commands' opt-in to resolvers in a config of one's own (never in a run's or an export's)."""
+    parser.add_argument(
+        "--allow-resolvers",
+        action="store_true",
+        help="let --config and key=value call OmegaConf resolvers such as ${oc.env:NAME} (refused by default: "
+        "a config reads no environment; the run's config.yaml records the resolved values)",
+    )
+
+
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, schema: type[Schema] = Config
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    schema: type[Schema] = Config,
+    allow_resolvers: bool = False,
 ) -> Schema:
     """Defaults <- YAML file <- `key=value` overrides, checked against the `schema` dataclass (stage 2's
-    `Config` unless told otherwise); -> an instance of `schema`."""
+    `Config` unless told otherwise); -> an instance of `schema`. A value calling an OmegaConf resolver
+    (`${oc.env:...}`) is an error naming the key unless `allow_resolvers` (facemogle.data_only)."""
     layers = [OmegaConf.structured(schema)]
     if path is not None:
         if not Path(path).is_file():
             raise ValueError(f"config file {path} does not exist")
         layers.append(OmegaConf.load(path))
+        if not allow_resolvers:
+            refuse_resolvers(layers[-1], str(path), ALLOW_RESOLVERS_HINT)
     layers.append(OmegaConf.from_dotlist(list(overrides or [])))
+    if not allow_resolvers:
+        refuse_resolvers(layers[-1], "from the command line", ALLOW_RESOLVERS_HINT)
     try:
         merged = OmegaConf.merge(*layers)
         return OmegaConf.to_object(merged)
