@@ -148,3 +148,29 @@ def test_a_saved_pipeline_with_a_file_deleted_is_refused(flux_dir, tmp_path):
     (tmp_path / "pipe" / "lora" / "pytorch_lora_weights.safetensors").unlink()
     with pytest.raises(ValueError, match=r"pytorch_lora_weights.safetensors is missing from"):
         FaceMoGLEPipeline.from_pretrained(tmp_path / "pipe")
+
+
+def test_a_region_scale_that_is_not_a_finite_non_negative_number_names_the_flag():
+    for bad in ("hair=abc", "hair=nan", "hair=inf", "hair=-1"):
+        with pytest.raises(
+            ValueError, match=rf"--region-scale '{bad}' \(from the command line\): SCALE must"
+        ):
+            region_scales([bad])
+    with pytest.raises(ValueError, match=r"region scale hair=nan: expected a finite number >= 0"):
+        MoGLEConfig().expert_scale({"hair": float("nan")})  # the pipeline's region_scale= too
+
+
+def test_a_masks_folder_of_mixed_formats_names_and_counts_the_skipped_files(flux_dir, tmp_path, caplog):
+    config = load_config(overrides=[f"backbone.path={flux_dir}", f"run_dir={tmp_path / 'run'}"])
+    export_run(config.run_dir, config, build_module(config).denoiser)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    mask = Image.fromarray(np.zeros((64, 64), dtype=np.uint8), mode="L")
+    mask.save(masks / "a.png")
+    mask.save(masks / "b.jpg")
+    mask.save(masks / "c.jpeg")
+    argv = ["--run", config.run_dir, "--masks", str(masks), "--out", str(tmp_path / "out"), "--steps", "1"]
+    with caplog.at_level("WARNING", logger="experiments.sample"):
+        sample_cli.main(argv)
+    assert "skipped 2 file(s)" in caplog.text and "b.jpg, c.jpeg" in caplog.text
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a_seed0.png"]

@@ -140,6 +140,10 @@ def evaluate_run(settings: EvalSettings) -> Evaluation:
 
     data = run.config.data
     records, faces = split_faces(data, settings.split, settings.n)
+    if settings.n is not None and len(records) < settings.n:  # not fewer faces than asked without a word
+        raise ValueError(
+            f"--n {settings.n} is more than the {len(records)} faces of the {settings.split} split of {data.root}"
+        )
     if len(records) < 2:
         raise ValueError(
             f"{data.root}: the {settings.split} split has {len(records)} face; FID and KID need 2"
