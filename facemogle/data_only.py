@@ -97,3 +97,19 @@ def refuse_resolvers(node: DictConfig | ListConfig, source: str, hint: str = "")
             f"{source}: {key}={value!r} calls the resolver {name!r}; configs resolve references to their own "
             f"keys (${{a.b}}) only{hint}"
         )
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """module.load_state_dict(state, strict=True), with a missing, unexpected or wrong-shaped tensor a
+    ValueError naming `source` (the file), the key and both shapes instead of torch's RuntimeError."""
+    expected = module.state_dict()
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    if missing or unexpected:
+        raise ValueError(f"{source}: keys missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for key, value in state.items():
+        if value.shape != expected[key].shape:
+            raise ValueError(
+                f"{source}: {key} has shape {tuple(value.shape)}, the model expects {tuple(expected[key].shape)}"
+            )
+    module.load_state_dict(state, strict=True)

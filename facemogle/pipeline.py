@@ -32,7 +32,7 @@ from diffusers.utils import BaseOutput
 
 from facemogle.atomic import atomic_write_json
 from facemogle.backbone import DTYPES, MODEL_FOLDERS, TOKENIZER_FOLDERS, FluxBackbone, load_flux
-from facemogle.data_only import load_tensors
+from facemogle.data_only import load_tensors, load_weights
 from facemogle.denoiser import Denoiser
 from facemogle.export import (
     LORA,
@@ -183,7 +183,7 @@ class FaceMoGLEPipeline(DiffusionPipeline):
             )
         load_lora(flux.transformer, export / LORA)
         adapter = FaceMoGLEAdapter(asdict(spec.mogle), asdict(spec.condition), spec.cond_id_offset)
-        adapter.mogle.load_state_dict(load_tensors(export / MOGLE_FILE))
+        load_weights(adapter.mogle, load_tensors(export / MOGLE_FILE), export / MOGLE_FILE)
         adapter.eval()
         return cls.from_backbone(flux, adapter, spec.resolution, spec.sample)
 

@@ -174,3 +174,18 @@ def test_a_masks_folder_of_mixed_formats_names_and_counts_the_skipped_files(flux
         sample_cli.main(argv)
     assert "skipped 2 file(s)" in caplog.text and "b.jpg, c.jpeg" in caplog.text
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a_seed0.png"]
+
+
+def test_an_export_tensor_of_another_shape_names_the_file_the_key_and_both_shapes(flux_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    config = load_config(overrides=[f"backbone.path={flux_dir}", f"run_dir={tmp_path / 'run'}"])
+    export = export_run(config.run_dir, config, build_module(config).denoiser)
+    weights = load_file(export / "mogle.safetensors")
+    key = sorted(weights)[0]
+    weights[key] = torch.zeros(3, 5)
+    save_file(weights, export / "mogle.safetensors")
+    with pytest.raises(
+        ValueError, match=rf"mogle.safetensors: {key} has shape \(3, 5\), the model expects \("
+    ):
+        load_run(config.run_dir, verify=False)
