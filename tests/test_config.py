@@ -71,3 +71,22 @@ def test_the_train_command_takes_the_resolver_opt_in_flag(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])
     assert "--allow-resolvers" in capsys.readouterr().out
+
+
+def test_a_command_line_key_error_blames_the_command_line_not_the_yaml_file():
+    tiny = "experiments/configs/tiny.yaml"
+    with pytest.raises(ValueError, match=r"^from the command line: unknown config key 'trainer.maxsteps'"):
+        load_config(tiny, ["trainer.maxsteps=3"])
+    with pytest.raises(
+        ValueError, match=r"^from the command line: bad value for 'trainer.max_steps': Value 'abc'"
+    ):
+        load_config(tiny, ["trainer.max_steps=abc"])
+
+
+def test_the_stage_1_config_given_to_training_names_the_command_it_is_for():
+    with pytest.raises(ValueError) as wrong:
+        load_config("experiments/configs/backbone_tiny.yaml")
+    message = str(wrong.value)
+    assert "None" not in message and "data/synthetic" in message
+    assert message.startswith("experiments/configs/backbone_tiny.yaml: ")
+    assert message.endswith("its keys are those of a config for python -m experiments.pretrain_backbone")
