@@ -57,6 +57,11 @@ def reading_safetensors(path: str | Path) -> Iterator[None]:
         ) from None
 
 
+def reading_weights_in(folder: Path):
+    """`reading_safetensors` for a model folder, naming its weights file (transformers' from_pretrained)."""
+    return reading_safetensors(next(iter(sorted(folder.glob("*.safetensors"))), folder))
+
+
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors, read by `reading_safetensors`."""
     with reading_safetensors(path):

@@ -166,3 +166,14 @@ def test_evaluate_n_beyond_the_split_is_an_error_not_fewer_faces(backbone, tmp_p
     argv = ["--run", config.run_dir, "--n", "10", "--modes", "mask", "--cache-dir", "", "--device", "cpu"]
     with pytest.raises(ValueError, match=r"--n 10 is more than the 4 faces of the test split"):
         evaluate.main(argv)
+
+
+def test_a_truncated_evaluator_weights_file_is_an_error_naming_it(evaluators, tmp_path):
+    import shutil
+
+    for name, load in (("clip", load_clip), ("parser", load_face_parser)):
+        folder = shutil.copytree(evaluators / name, tmp_path / name)
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-1000])
+        with pytest.raises(ValueError, match=rf"{name}/model.safetensors is not a complete safetensors file"):
+            load(folder)
