@@ -122,6 +122,8 @@ class FaceDataModule(L.LightningDataModule):
         self.report = report
         if not report.records:  # before encoding a cache of nothing
             raise ValueError(f"{c.root}: no usable faces, {len(report.problems)} items skipped as bad")
+        if self._fitting():  # the batch against the split before hours of encoding, not after
+            self._check_training_size(len(split_keys({r.key: r for r in report.records}, c.split).train))
         device = next(self.backbone.vae.parameters()).device
         cache_device = c.cache_device
         if cache_device == "auto":
@@ -193,6 +195,10 @@ class FaceDataModule(L.LightningDataModule):
                 f"data.batch_size={c.batch_size} x {world} processes is more than the {n} training faces "
                 f"of {c.root}{skipped}"
             )
+
+    def _fitting(self) -> bool:
+        trainer = self._trainer
+        return trainer is None or trainer.state.fn == "fit"
 
     @property
     def _trainer(self):

@@ -13,6 +13,7 @@ import argparse
 
 from data_modules.split import SPLITS
 from experiments.evaluation.run import PROTOCOLS, EvalSettings, evaluate_run
+from experiments.runs.io import add_allow_unverified
 from experiments.runs.prerequisites import require_run
 from facemogle.cli import run_cli
 from facemogle.evaluators import EvaluatorConfig
@@ -54,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--cache-dir", default="cache/eval", help="real-image feature cache ('' for none)")
     ap.add_argument("--kid-subset-size", type=int, default=MetricsConfig.kid_subset_size)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the run's config")
+    add_allow_unverified(ap)
     paper = ap.add_argument_group("the paper's protocol (--protocol paper)")
     paper.add_argument(
         "--protocol", choices=PROTOCOLS, default="ours", help="paper: also Face-MoGLE's own metrics"
@@ -106,6 +108,7 @@ def settings_from(args: argparse.Namespace) -> EvalSettings:
         kid_subset_size=args.kid_subset_size,
         cache_dir=args.cache_dir or None,
         overrides=args.set,
+        verify=not args.allow_unverified,
         protocol=args.protocol,
         paper=PaperEvaluatorConfig(
             inception_path=args.inception_torchscript,

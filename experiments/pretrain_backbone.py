@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import asdict
 
-from experiments.config.load import load_config
+from experiments.config.load import add_allow_resolvers, load_config
 from experiments.config.schema import PretrainConfig
 from experiments.training.backbone_stage import pretrain_backbone
 from facemogle.cli import run_cli
@@ -22,9 +22,12 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m experiments.pretrain_backbone", description=__doc__.split("\n")[0]
     )
     p.add_argument("--config", help="a YAML file mirroring experiments.config.PretrainConfig")
+    add_allow_resolvers(p)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
-    config = load_config(args.config, args.overrides, schema=PretrainConfig)
+    config = load_config(
+        args.config, args.overrides, schema=PretrainConfig, allow_resolvers=args.allow_resolvers
+    )
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = pretrain_backbone(config)
     print(json.dumps(asdict(report), indent=2))

@@ -16,6 +16,8 @@ facemogle.face_parts.PARTS, or `global`).
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +25,14 @@ import torch
 from tqdm import tqdm
 
 from data_modules.face_files import read_label_map
-from experiments.runs.io import load_run
+from experiments.runs.io import add_allow_unverified, load_run
 from experiments.runs.prerequisites import require_run
 from facemogle.cli import run_cli
 from facemogle.face_parts import CONDITION_MAPS
 from facemogle.sampling import TEXT_ONLY_CONDITIONS, seed_generators
+
+MASK_SUFFIXES = (".png", ".bmp")
+log = logging.getLogger(__name__)
 
 
 def region_scales(pairs: list[str]) -> dict[str, float]:
@@ -37,9 +42,18 @@ def region_scales(pairs: list[str]) -> dict[str, float]:
         name, _, value = pair.partition("=")
         if name not in CONDITION_MAPS or not value:
             raise ValueError(
-                f"--region-scale {pair!r}: expected PART=SCALE with PART one of {list(CONDITION_MAPS)}"
+                f"--region-scale {pair!r} (from the command line): expected PART=SCALE with PART one of "
+                f"{list(CONDITION_MAPS)}"
             )
-        scales[name] = float(value)
+        try:
+            scale = float(value)
+        except ValueError:
+            scale = math.nan
+        if not math.isfinite(scale) or scale < 0:
+            raise ValueError(
+                f"--region-scale {pair!r} (from the command line): SCALE must be a finite number >= 0"
+            )
+        scales[name] = scale
     return scales
 
 
@@ -48,9 +62,21 @@ def mask_files(args: argparse.Namespace) -> list[Path | None]:
     if args.mask:
         return [Path(args.mask)]
     if args.masks:
-        files = sorted(p for p in Path(args.masks).iterdir() if p.suffix.lower() in (".png", ".bmp"))
+        found = sorted(p for p in Path(args.masks).iterdir() if p.is_file())
+        files = [p for p in found if p.suffix.lower() in MASK_SUFFIXES]
+        skipped = [p.name for p in found if p not in files]
+        if skipped:  # a JPEG's compression shifts a label map's values: not read as a mask
+            log.warning(
+                "--masks %s: skipped %d file(s) that are not %s masks: %s",
+                args.masks,
+                len(skipped),
+                "/".join(MASK_SUFFIXES),
+                ", ".join(skipped),
+            )
         if not files:
-            raise ValueError(f"--masks {args.masks}: no .png masks found")
+            raise ValueError(
+                f"--masks {args.masks}: no .png masks found ({len(skipped)} other files skipped)"
+            )
         return files
     return [None]
 
@@ -98,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--region-scale", nargs="*", default=[], metavar="PART=S")
     p.add_argument("--batch", type=int, default=8)
+    add_allow_unverified(p)
     args = p.parse_args(argv)
     if args.n < 1:
         p.error(f"--n {args.n}: give at least 1 image")
@@ -107,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("give --prompt, --mask / --masks, or both")
 
     require_run(args.run)
-    run = load_run(args.run)
+    run = load_run(args.run, verify=not args.allow_unverified)
     pipe = run.pipeline
     pipe.set_progress_bar_config(disable=True)
     res = run.config.data.resolution

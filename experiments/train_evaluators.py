@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from experiments.config.load import load_config
+from experiments.config.load import add_allow_resolvers, load_config
 from experiments.config.schema import EvaluatorsConfig
 from experiments.training.evaluators import summary, train_evaluators
 from facemogle.cli import run_cli
@@ -32,9 +32,12 @@ def main(argv: list[str] | None = None) -> dict:
         prog="python -m experiments.train_evaluators", description=__doc__.split("\n")[0]
     )
     p.add_argument("--config", help="a YAML file mirroring experiments.config.EvaluatorsConfig")
+    add_allow_resolvers(p)
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
-    config = load_config(args.config, args.overrides, schema=EvaluatorsConfig)
+    config = load_config(
+        args.config, args.overrides, schema=EvaluatorsConfig, allow_resolvers=args.allow_resolvers
+    )
     report = train_evaluators(config)
     print(summary(report, config.run_dir))
     return report

@@ -10,6 +10,9 @@ import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
 from peft import LoraConfig, get_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors import safe_open
+
+from facemogle.data_only import reading_safetensors
 
 ADAPTER = "mogle"
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -106,6 +109,8 @@ def load_lora(transformer: FluxTransformer2DModel, path: str | Path, adapter: st
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"LoRA file {path} does not exist")
+    with reading_safetensors(path):  # diffusers' own error would not say what is wrong with the file
+        safe_open(path, framework="pt")
     state_dict, metadata = FluxPipeline.lora_state_dict(path, return_lora_metadata=True)
     transformer.load_lora_adapter(state_dict, prefix="transformer", adapter_name=adapter, metadata=metadata)
     names = lora_layer_names(transformer)

@@ -18,6 +18,7 @@ in sampling alike; the gate multiplies it by `time_scale` before its sinusoidal 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -86,6 +87,8 @@ class MoGLEConfig:
                 raise ValueError(
                     f"region scale {name!r}: this model has no {name} expert (expert_set={self.expert_set})"
                 )
+            if not math.isfinite(float(value)) or float(value) < 0:  # a black image, not an error, otherwise
+                raise ValueError(f"region scale {name}={value}: expected a finite number >= 0")
             scale[self.expert_indices.index(index)] = float(value)
         return scale
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors.torch import load_file
 
+from facemogle.data_only import load_data, load_tensors
 from facemogle.face_parts import NUM_PARTS
 from facemogle.mogle import MoGLE, MoGLEConfig
 
@@ -42,8 +42,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ValueError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors(path)
+    state = load_data(path, map_location="cpu")
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     return state
@@ -60,11 +60,22 @@ def convert_official_mogle(official: dict[str, torch.Tensor], config: MoGLEConfi
             raise ValueError(f"official MoGLE state dict lacks key {key!r}")
         return official[key]
 
+    def stack(suffix: str) -> list[torch.Tensor]:
+        """One parameter of every expert, each the global expert's shape (else torch.stack's error)."""
+        tensors = [take(f"{e}.{suffix}") for e in experts]
+        for e, t in zip(experts, tensors, strict=True):
+            if t.shape != tensors[0].shape:
+                raise ValueError(
+                    f"official MoGLE key {e}.{suffix} has shape {tuple(t.shape)}, {experts[0]}.{suffix} "
+                    f"has {tuple(tensors[0].shape)}"
+                )
+        return tensors
+
     out = {
-        "experts.w1": torch.stack([take(f"{e}.net.0.weight").T for e in experts]),
-        "experts.b1": torch.stack([take(f"{e}.net.0.bias") for e in experts]),
-        "experts.w2": torch.stack([take(f"{e}.net.2.weight").T for e in experts]),
-        "experts.b2": torch.stack([take(f"{e}.net.2.bias") for e in experts]),
+        "experts.w1": torch.stack([t.T for t in stack("net.0.weight")]),
+        "experts.b1": torch.stack(stack("net.0.bias")),
+        "experts.w2": torch.stack([t.T for t in stack("net.2.weight")]),
+        "experts.b2": torch.stack(stack("net.2.bias")),
     }
     renames = {
         "gating.timestep_embedding.linear_1": "gate.time_embed.linear_1",
@@ -103,7 +114,11 @@ def load_official_mogle(
         token_dim=token_dim, expert_hidden=expert_hidden, time_scale=OFFICIAL_TIME_SCALES[convention]
     )
     mogle = MoGLE(config)
-    converted = convert_official_mogle(read_state_dict(path), config)
+    state = read_state_dict(path)  # its own errors name the file
+    try:
+        converted = convert_official_mogle(state, config)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     expected = mogle.state_dict()
     for key, value in converted.items():
         if value.shape != expected[key].shape:

@@ -29,11 +29,21 @@ from diffusers import ConfigMixin, DiffusionPipeline, FlowMatchEulerDiscreteSche
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import BaseOutput
-from safetensors.torch import load_file
 
+from facemogle.atomic import atomic_write_json
 from facemogle.backbone import DTYPES, MODEL_FOLDERS, TOKENIZER_FOLDERS, FluxBackbone, load_flux
+from facemogle.data_only import load_tensors, load_weights
 from facemogle.denoiser import Denoiser
-from facemogle.export import LORA, MOGLE_FILE, ExportSpec, check_export, read_export_spec
+from facemogle.export import (
+    LORA,
+    MANIFEST,
+    MOGLE_FILE,
+    ExportSpec,
+    check_export,
+    check_manifest,
+    manifest,
+    read_export_spec,
+)
 from facemogle.flux_forward import ConditionSettings
 from facemogle.gate_analysis import region_gate_weights
 from facemogle.lora import load_lora, lora_layer_names, save_lora
@@ -125,21 +135,31 @@ class FaceMoGLEPipeline(DiffusionPipeline):
     # --- loading and saving ------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, path, backbone: str | Path | None = None, torch_dtype=None, **kwargs):
+    def from_pretrained(
+        cls,
+        path,
+        backbone: str | Path | None = None,
+        torch_dtype=None,
+        allow_unverified: bool = False,
+        **kwargs,
+    ):
         """A saved pipeline (model_index.json), or a run's export folder (or the run folder holding it):
-        the backbone from the path its config.yaml records, or `backbone` (a FLUX.1-dev directory)."""
+        the backbone from the path its config.yaml records, or `backbone` (a FLUX.1-dev directory). Either
+        folder's files must match its manifest.json (facemogle.export.check_manifest) unless
+        `allow_unverified`."""
         path = Path(path)
         if (path / "model_index.json").is_file():
             if backbone is not None:
                 raise ValueError(
                     f"{path} is a saved pipeline with its own backbone: backbone= is for a run's export"
                 )
+            check_manifest(path, verify=not allow_unverified)
             pipe = super().from_pretrained(path, torch_dtype=torch_dtype, **kwargs)
             if (path / LORA).is_file():
                 load_lora(pipe.transformer, path / LORA)
             return pipe
         export = path / "export" if (path / "export").is_dir() else path
-        spec = read_export_spec(check_export(export))
+        spec = read_export_spec(check_export(export, verify=not allow_unverified))
         if backbone is not None:
             spec = replace(spec, backbone_path=str(backbone))
         return cls.from_export(export, spec, torch_dtype)
@@ -163,7 +183,7 @@ class FaceMoGLEPipeline(DiffusionPipeline):
             )
         load_lora(flux.transformer, export / LORA)
         adapter = FaceMoGLEAdapter(asdict(spec.mogle), asdict(spec.condition), spec.cond_id_offset)
-        adapter.mogle.load_state_dict(load_file(export / MOGLE_FILE))
+        load_weights(adapter.mogle, load_tensors(export / MOGLE_FILE), export / MOGLE_FILE)
         adapter.eval()
         return cls.from_backbone(flux, adapter, spec.resolution, spec.sample)
 
@@ -181,17 +201,18 @@ class FaceMoGLEPipeline(DiffusionPipeline):
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
         """The stock folders (transformer/ without LoRA, as the backbone it came from), mogle/, and the
-        LoRA in diffusers' FLUX LoRA format in lora/."""
+        LoRA in diffusers' FLUX LoRA format in lora/; manifest.json, each file's sha256, last."""
         save_directory = Path(save_directory)
         if not lora_layer_names(self.transformer):
             super().save_pretrained(save_directory, **kwargs)
-            return
-        lora = save_lora(self.transformer, save_directory / Path(LORA).parent)
-        self.transformer.unload_lora()  # the stock folder holds the stock weights
-        try:
-            super().save_pretrained(save_directory, **kwargs)
-        finally:
-            load_lora(self.transformer, lora)
+        else:
+            lora = save_lora(self.transformer, save_directory / Path(LORA).parent)
+            self.transformer.unload_lora()  # the stock folder holds the stock weights
+            try:
+                super().save_pretrained(save_directory, **kwargs)
+            finally:
+                load_lora(self.transformer, lora)
+        atomic_write_json(save_directory / MANIFEST, manifest(save_directory))
 
     # --- sampling -----------------------------------------------------------------------------------
 

@@ -95,3 +95,12 @@ def test_a_batch_larger_than_the_training_split_is_an_error(workspace, tmp_path)
         ValueError, match=r"data.batch_size=64 x 1 processes is more than the \d+ training faces"
     ):
         train(tiny_config(workspace, tmp_path / "big-batch", 1, "data.batch_size=64"))
+
+
+def test_a_batch_larger_than_the_training_split_is_refused_before_the_cache_is_built(workspace, tmp_path):
+    extra = ("data.batch_size=64", f"data.cache_dir={tmp_path / 'cache'}")
+    with pytest.raises(
+        ValueError, match=r"data.batch_size=64 x 1 processes is more than the \d+ training faces"
+    ):
+        train(tiny_config(workspace, tmp_path / "big-batch", 1, *extra))
+    assert not list((tmp_path / "cache").rglob("*.safetensors"))  # no latent encoded

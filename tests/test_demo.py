@@ -1,6 +1,8 @@
 """The demo's work without a browser (experiments.app.core): masks from uploads and from the editor, a face
 with its gate maps, parse and mIoU, the test split's examples."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -93,3 +95,42 @@ def test_a_face_comes_with_its_gate_maps_parse_and_miou(demo):
 def test_examples_are_the_test_splits_masks_with_their_first_caption(demo):
     examples = example_masks(demo.run, 8)  # the workspace's test split holds 2 of its 24 faces
     assert len(examples) == 2 and all(labels.shape == (64, 64) and caption for labels, caption in examples)
+
+
+def test_an_upload_over_the_byte_or_pixel_limit_is_refused_before_it_is_decoded(tmp_path):
+    from experiments.app.core import MAX_UPLOAD_BYTES
+
+    huge = tmp_path / "huge.png"
+    Image.new("L", (3000, 3000)).save(huge)  # a few KB, 9 megapixels
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"huge.png is 3000x3000: masks up to 4194304 pixels are read"):
+        read_upload(str(huge))
+    assert time.monotonic() - start < 1
+    heavy = tmp_path / "heavy.png"
+    heavy.write_bytes(b"\x89PNG" + bytes(MAX_UPLOAD_BYTES))
+    with pytest.raises(ValueError, match=rf"heavy.png is {MAX_UPLOAD_BYTES + 4} bytes: masks up to"):
+        read_upload(str(heavy))
+
+
+def test_a_page_beyond_loopback_needs_a_password_or_consent_and_warns(caplog):
+    from experiments.app.page import check_access
+
+    check_access("127.0.0.1", None, False)
+    check_access("localhost", None, False)
+    with pytest.raises(ValueError, match=r"--host 0.0.0.0 serves the demo to the network with no password"):
+        check_access("0.0.0.0", None, False)
+    with caplog.at_level("WARNING", logger="experiments.app.page"):
+        check_access("0.0.0.0", ("me", "secret"), False)
+        check_access("10.1.2.3", None, True)
+    assert "password protected" in caplog.text and "OPEN to anyone" in caplog.text
+    assert "secret" not in caplog.text
+
+
+def test_the_demo_command_refuses_an_open_host_before_loading_anything(tmp_path, capsys):
+    from experiments import demo as demo_cli
+
+    with pytest.raises(ValueError, match="--auth USER:PASSWORD, or --allow-open-access"):
+        demo_cli.main(["--run", str(tmp_path / "no-run"), "--host", "0.0.0.0"])
+    with pytest.raises(SystemExit):
+        demo_cli.main(["--run", str(tmp_path), "--host", "0.0.0.0", "--auth", "nopassword"])
+    assert "--auth 'nopassword': expected USER:PASSWORD" in capsys.readouterr().err

@@ -154,3 +154,26 @@ def test_evaluate_with_the_paper_protocol_writes_table_1_and_a_protocol_record(
 def test_the_paper_protocol_without_its_models_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="protocol 'paper' needs at least one of the paper's models"):
         evaluate.main(["--run", str(tmp_path), "--protocol", "paper"])
+
+
+def test_evaluate_n_beyond_the_split_is_an_error_not_fewer_faces(backbone, tmp_path):
+    data = write_synthetic(tmp_path / "faces", n=8, size=64, seed=0)
+    flux = save_flux(backbone, tmp_path / "flux")
+    overrides = [f"backbone.path={flux}", f"run_dir={tmp_path / 'run'}", f"data.root={data}"]
+    overrides += ["data.split.protocol=fraction", "data.split.test_fraction=0.5"]
+    config = load_config(overrides=overrides)
+    export_run(config.run_dir, config, build_module(config).denoiser)
+    argv = ["--run", config.run_dir, "--n", "10", "--modes", "mask", "--cache-dir", "", "--device", "cpu"]
+    with pytest.raises(ValueError, match=r"--n 10 is more than the 4 faces of the test split"):
+        evaluate.main(argv)
+
+
+def test_a_truncated_evaluator_weights_file_is_an_error_naming_it(evaluators, tmp_path):
+    import shutil
+
+    for name, load in (("clip", load_clip), ("parser", load_face_parser)):
+        folder = shutil.copytree(evaluators / name, tmp_path / name)
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-1000])
+        with pytest.raises(ValueError, match=rf"{name}/model.safetensors is not a complete safetensors file"):
+            load(folder)

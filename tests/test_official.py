@@ -204,3 +204,23 @@ def test_a_missing_key_is_an_error_naming_it(tmp_path):
     save_file(sd, tmp_path / "m.safetensors")
     with pytest.raises(ValueError, match="local_experts.18.net.2.bias"):
         load_official_mogle(tmp_path / "m.safetensors")
+
+
+def test_one_experts_wrong_shape_names_the_file_the_key_and_both_shapes(tmp_path):
+    sd = official_state_dict()
+    sd["local_experts.3.net.0.weight"] = torch.randn(16, 64)
+    save_file(sd, tmp_path / "m.safetensors")
+    with pytest.raises(
+        ValueError,
+        match=r"m.safetensors: official MoGLE key local_experts.3.net.0.weight has shape "
+        r"\(16, 64\), global_expert.net.0.weight has \(\d+, \d+\)",
+    ):
+        load_official_mogle(tmp_path / "m.safetensors")
+
+
+def test_a_truncated_official_file_names_the_file(tmp_path):
+    save_file(official_state_dict(), tmp_path / "m.safetensors")
+    data = (tmp_path / "m.safetensors").read_bytes()
+    (tmp_path / "m.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"m.safetensors is not a complete safetensors file"):
+        load_official_mogle(tmp_path / "m.safetensors")

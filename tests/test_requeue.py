@@ -1,10 +1,15 @@
 """The requeue signal in one process: checkpoint at the next step, exit 75, resume like an uninterrupted run;
+SIGTERM and SIGINT sent to a real training process: the same checkpoint, exit 143 / 130, the same resume;
 and the DDP strategy choice."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,11 +17,12 @@ from lightning import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from safetensors.torch import load_file
 
-from callbacks.requeue import REQUEUE_EXIT_CODE
+from callbacks.requeue import REQUEUE_EXIT_CODE, STOP_SIGNALS
+from experiments.config.load import to_yaml
 from experiments.config.schema import TrainerConfig
 from experiments.training.run import last_checkpoint, train
 from experiments.training.strategy import make_strategy, process_count
-from tests.run_fixtures import tiny_config
+from tests.run_fixtures import REPO, tiny_config
 
 
 class SignalAt(Callback):
@@ -54,6 +60,54 @@ def test_the_requeue_signal_checkpoints_at_the_next_step_and_the_resumed_run_end
     assert resumed.global_step == full.global_step == 7
     torch.testing.assert_close(resumed.callback_metrics["train/loss"], full.callback_metrics["train/loss"])
     a, b = (load_file(tmp_path / r / "export" / "mogle.safetensors") for r in ("uninterrupted", "requeued"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+
+def stop_with_a_signal(cfg, signum: signal.Signals, step: int) -> subprocess.CompletedProcess:
+    """Trains cfg in a new process (tests/signal_worker.py) and sends it `signum` once step `step` runs."""
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True)
+    (run / "start.yaml").write_text(to_yaml(cfg))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.signal_worker", str(run / "start.yaml"), str(step)],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (run / "at-step").exists() and worker.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker.send_signal(signum)
+    out, err = worker.communicate(timeout=300)
+    return subprocess.CompletedProcess(worker.args, worker.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(workspace, tmp_path_factory):
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    return train(tiny_config(workspace, run, 5)), run
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_finish_the_step_checkpoint_exit_non_zero_and_resume_exactly(
+    workspace, tmp_path, uninterrupted, signum
+):
+    cfg = tiny_config(workspace, tmp_path / "run", 5)
+    stopped = stop_with_a_signal(cfg, signum, 2)
+    assert stopped.returncode == STOP_SIGNALS[signum] == 128 + signum, stopped.stderr[-3000:]
+    requeue = tmp_path / "run" / "checkpoints" / "requeue.ckpt"
+    assert torch.load(requeue, weights_only=True)["global_step"] == 3  # the step running at the signal, done
+    assert not (tmp_path / "run" / "export").exists()  # a stopped run is not a finished one
+    assert last_checkpoint(cfg) == requeue
+    resumed = train(cfg, resume=True)
+    full, full_run = uninterrupted
+    assert resumed.global_step == full.global_step == 5
+    torch.testing.assert_close(resumed.callback_metrics["train/loss"], full.callback_metrics["train/loss"])
+    a, b = (load_file(r / "export" / "mogle.safetensors") for r in (full_run, tmp_path / "run"))
+    assert len(a) > 0
     for key in a:
         torch.testing.assert_close(a[key], b[key])
 

@@ -16,12 +16,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import torch
-
 from experiments.config.schema import Config
 from experiments.runs.io import EXPORT, export_run
 from experiments.training.build import build_backbone, build_denoiser
 from experiments.training.run import CHECKPOINTS
+from facemogle.data_only import load_data
 
 CURVE = "curve"
 STEP_FILE = re.compile(r"step-(\d+)\.ckpt")
@@ -44,7 +43,7 @@ def export_checkpoint(config: Config, checkpoint: Path, out_dir: Path) -> Path:
         raise ValueError(f"{checkpoint}: a sharded (FSDP) checkpoint; learning curves read single-file ones")
     if (out_dir / EXPORT / "manifest.json").is_file():
         return out_dir / EXPORT
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = load_data(checkpoint, map_location="cpu")["state_dict"]
     weights = {k.removeprefix("denoiser."): v for k, v in state.items() if k.startswith("denoiser.")}
     denoiser = build_denoiser(build_backbone(config.backbone), config.model)
     return export_run(out_dir, config, denoiser, weights)

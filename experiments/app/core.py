@@ -45,11 +45,25 @@ def to_editor(labels: np.ndarray) -> dict:
     return {"background": rgba, "layers": [], "composite": rgba}
 
 
+# An upload's limits, checked before it is decoded: a mask needs no more (the model's faces are 64^2 to 512^2),
+# and a 291 KB PNG of 10000^2 pixels once took 24 s and 9 GB to read.
+MAX_UPLOAD_BYTES = 8 * 2**20
+MAX_UPLOAD_PIXELS = 2048 * 2048
+
+
 def read_upload(path: str) -> tuple[np.ndarray, str | None]:
     """An uploaded mask file -> (H, W) labels and a warning when colours were snapped; a mask that is not
-    square is a ValueError saying so."""
+    square, or over MAX_UPLOAD_BYTES / MAX_UPLOAD_PIXELS, is a ValueError saying so."""
+    name, size = Path(path).name, Path(path).stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise ValueError(f"{name} is {size} bytes: masks up to {MAX_UPLOAD_BYTES} bytes are read")
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_UPLOAD_PIXELS:  # from the header, before decoding
+                raise ValueError(
+                    f"{name} is {im.width}x{im.height}: masks up to {MAX_UPLOAD_PIXELS} pixels are read "
+                    "(2048x2048); scale it down first"
+                )
             im.load()
             reading = labels_from_image(oriented(im), source=Path(path).name, snap=True)
     except OSError as e:

@@ -4,7 +4,9 @@ parse, miou."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import os
 import time
 
@@ -12,10 +14,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio load
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments.app.core import CANVAS, Demo, palette_css, read_upload, to_editor
+from experiments.app.core import CANVAS, MAX_UPLOAD_BYTES, Demo, palette_css, read_upload, to_editor
 from facemogle.face_parts import PALETTE, PARTS, colorize
 from facemogle.sampling import MODES
 
+log = logging.getLogger(__name__)
 PREVIEW = 256  # displayed size of the face and its maps, in CSS pixels
 CSS = f"""
 #face img, #gate img, #parse img {{image-rendering: pixelated; width: {PREVIEW}px; height: {PREVIEW}px; object-fit: contain}}
@@ -188,8 +191,43 @@ def build(demo: Demo, examples: list[tuple[np.ndarray, str]]) -> gr.Blocks:
     return page
 
 
-def launch(demo: Demo, examples, host: str, port: int, block: bool) -> gr.Blocks:
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def check_access(host: str, auth: tuple[str, str] | None, allow_open_access: bool) -> None:
+    """A page served beyond this machine needs a password (gradio's auth) or the user's explicit consent to
+    an open page; either way it is logged as a warning."""
+    if is_loopback(host):
+        return
+    if auth is None and not allow_open_access:
+        raise ValueError(
+            f"--host {host} serves the demo to the network with no password: give --auth USER:PASSWORD, "
+            "or --allow-open-access to serve it open to anyone who can reach it"
+        )
+    log.warning(
+        "the demo is served on %s, beyond this machine%s",
+        host,
+        " (password protected)" if auth else ", OPEN to anyone who can reach it (--allow-open-access)",
+    )
+
+
+def launch(
+    demo: Demo,
+    examples,
+    host: str,
+    port: int,
+    block: bool,
+    auth: tuple[str, str] | None = None,
+    allow_open_access: bool = False,
+) -> gr.Blocks:
     """Serve the page; block=False returns at once (tests), and the caller closes the page."""
+    check_access(host, auth, allow_open_access)
     page = build(demo, examples)
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts
     page.launch(
@@ -200,5 +238,7 @@ def launch(demo: Demo, examples, host: str, port: int, block: bool) -> gr.Blocks
         css=CSS,
         head=swatch_names(),
         quiet=not block,
+        auth=auth,
+        max_file_size=MAX_UPLOAD_BYTES,  # gradio refuses a larger upload before it is stored
     )
     return page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -9,36 +10,75 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from experiments.config.schema import Config, EvaluatorsConfig, PretrainConfig
+from facemogle.data_only import refuse_resolvers
 
 Schema = TypeVar("Schema")
 
 
+ALLOW_RESOLVERS_HINT = " (the training commands' --allow-resolvers lets a config of your own call them)"
+
+
+def add_allow_resolvers(parser: argparse.ArgumentParser) -> None:
+    """The training commands' opt-in to resolvers in a config of one's own (never in a run's or an export's)."""
+    parser.add_argument(
+        "--allow-resolvers",
+        action="store_true",
+        help="let --config and key=value call OmegaConf resolvers such as ${oc.env:NAME} (refused by default: "
+        "a config reads no environment; the run's config.yaml records the resolved values)",
+    )
+
+
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, schema: type[Schema] = Config
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    schema: type[Schema] = Config,
+    allow_resolvers: bool = False,
 ) -> Schema:
     """Defaults <- YAML file <- `key=value` overrides, checked against the `schema` dataclass (stage 2's
-    `Config` unless told otherwise); -> an instance of `schema`."""
-    layers = [OmegaConf.structured(schema)]
+    `Config` unless told otherwise); -> an instance of `schema`. A value calling an OmegaConf resolver
+    (`${oc.env:...}`) is an error naming the key unless `allow_resolvers` (facemogle.data_only)."""
+    layers = []  # (where its values came from, the layer)
     if path is not None:
         if not Path(path).is_file():
             raise ValueError(f"config file {path} does not exist")
-        layers.append(OmegaConf.load(path))
-    layers.append(OmegaConf.from_dotlist(list(overrides or [])))
-    try:
-        merged = OmegaConf.merge(*layers)
-        return OmegaConf.to_object(merged)
-    except ConfigKeyError as err:
-        raise ValueError(
-            f"{_where(path)}unknown config key {err.full_key!r}; valid keys: {_siblings(err, schema)}"
-        ) from err
-    except ValidationError as err:
-        raise ValueError(
-            f"{_where(path)}bad value for {err.full_key!r}: {str(err.msg).splitlines()[0]}"
-        ) from err
+        layers.append((f"{path}: ", OmegaConf.load(path)))
+    layers.append(("from the command line: ", OmegaConf.from_dotlist(list(overrides or []))))
+    if not allow_resolvers:
+        for where, layer in layers:
+            refuse_resolvers(layer, where.removesuffix(": "), ALLOW_RESOLVERS_HINT)
+    merged = OmegaConf.structured(schema)
+    for where, layer in layers:  # one at a time, so that an error names the layer its key came from
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except ConfigKeyError as err:
+            raise ValueError(
+                f"{where}unknown config key {err.full_key!r}; valid keys: {_siblings(err, schema)}"
+                f"{_other_command(layer, schema)}"
+            ) from err
+        except ValidationError as err:
+            key = err.full_key or err.key
+            what = f"bad value for {key!r}: " if key else ""
+            raise ValueError(
+                f"{where}{what}{str(err.msg or err).splitlines()[0]}{_other_command(layer, schema)}"
+            ) from err
+    return OmegaConf.to_object(merged)
 
 
-def _where(path) -> str:
-    return f"{path}: " if path is not None else ""
+# the config schemas and the command each is for, to name the command a config given to another is for
+COMMANDS = {
+    Config: "experiments.train",
+    PretrainConfig: "experiments.pretrain_backbone",
+    EvaluatorsConfig: "experiments.train_evaluators",
+}
+
+
+def _other_command(layer, schema: type[Any]) -> str:
+    """'; this is a config for python -m X' when the layer's top-level keys are another schema's only."""
+    keys = set(layer.keys())
+    fits = [c for s, c in COMMANDS.items() if keys <= set(OmegaConf.structured(s).keys())]
+    if keys <= set(OmegaConf.structured(schema).keys()) or not fits:
+        return ""
+    return f"; its keys are those of a config for python -m {fits[0]}"
 
 
 def _siblings(err: ConfigKeyError, schema: type[Any]) -> str:

@@ -16,6 +16,7 @@ import torch
 
 from data_modules.layouts import FaceRecord
 from facemogle.atomic import atomic_write
+from facemogle.data_only import load_data
 from facemogle.evaluators import EvaluatorConfig
 from facemogle.evaluators.config import PaperEvaluatorConfig
 from facemogle.metrics.paper import PaperMetrics, PaperReal
@@ -75,7 +76,7 @@ def add(
     kind = next(k for m, k in REAL_KINDS.items() if isinstance(metrics, m))
     names = [f.name for f in fields(kind)]
     if cache is not None and cache.is_file():
-        stored = torch.load(cache)
+        stored = load_data(cache)
         metrics.add_real(kind(*(_to(stored[name], device) for name in names)))
         return
     parts = [metrics.extract_real(images[s : s + batch].to(device)) for s in range(0, len(images), batch)]

@@ -83,6 +83,7 @@ class EvalSettings:
     kid_subset_size: int = MetricsConfig.kid_subset_size
     cache_dir: str | None = "cache/eval"  # real-image features; None: computed every time
     overrides: list[str] = field(default_factory=list)  # key=value overrides of the run's config
+    verify: bool = True  # False: an export that does not match its manifest loads, with warnings
     protocol: str = "ours"  # "paper": also Face-MoGLE's own metrics, with the models in `paper`
     paper: PaperEvaluatorConfig = field(default_factory=PaperEvaluatorConfig)
 
@@ -130,7 +131,7 @@ def split_faces(data: DataConfig, split: str, n: int | None) -> tuple[list[FaceR
 
 
 def evaluate_run(settings: EvalSettings) -> Evaluation:
-    run = load_run(settings.run, settings.overrides)
+    run = load_run(settings.run, settings.overrides, settings.verify)
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     run.backbone.to(device)
     run.denoiser.to(device)
@@ -138,6 +139,10 @@ def evaluate_run(settings: EvalSettings) -> Evaluation:
 
     data = run.config.data
     records, faces = split_faces(data, settings.split, settings.n)
+    if settings.n is not None and len(records) < settings.n:  # not fewer faces than asked without a word
+        raise ValueError(
+            f"--n {settings.n} is more than the {len(records)} faces of the {settings.split} split of {data.root}"
+        )
     if len(records) < 2:
         raise ValueError(
             f"{data.root}: the {settings.split} split has {len(records)} face; FID and KID need 2"

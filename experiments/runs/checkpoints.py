@@ -2,7 +2,9 @@
 
 `newest_checkpoint` picks, among every checkpoint of a run (last.ckpt, requeue.ckpt, step-NNNNNN.ckpt;
 files, or folders of shards), the one with the highest training step that loads, and logs each one it
-skipped and why: a run killed between two writes resumes from whichever is newest.
+skipped and why: a run killed between two writes resumes from whichever is newest. A checkpoint is read as
+data only (facemogle.data_only): one that would unpickle code, whatever its name, stops the resume with its
+name instead of being skipped, as it is no half-written file but a file someone put there.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import pickle
 import zipfile
 from pathlib import Path
 
-import torch
 from torch.distributed.checkpoint import FileSystemReader
+
+from facemogle.data_only import NotDataOnly, load_data
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +36,13 @@ UNREADABLE = (
 
 
 def checkpoint_step(path: Path) -> int:
-    """The training step a checkpoint holds; raises one of UNREADABLE when it does not load."""
+    """The training step a checkpoint holds; raises one of UNREADABLE when it does not load, NotDataOnly
+    when it would unpickle more than data."""
     if path.is_dir():  # FSDP: shards with their .metadata, and rank 0's meta.pt
         FileSystemReader(path).read_metadata()
-        meta = torch.load(path / METADATA_FILENAME, map_location="cpu", weights_only=False)
+        meta = load_data(path / METADATA_FILENAME, map_location="cpu")
     else:
-        meta = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        meta = load_data(path, map_location="cpu", mmap=True)
     return int(meta["global_step"])
 
 
@@ -48,6 +52,8 @@ def newest_checkpoint(folder: Path) -> Path | None:
     for path in sorted(folder.glob("*.ckpt")) if folder.is_dir() else []:
         try:
             step = checkpoint_step(path)
+        except NotDataOnly:
+            raise
         except UNREADABLE as e:
             log.warning("resume: skipping %s, which does not load (%s: %s)", path, type(e).__name__, e)
             continue

@@ -7,6 +7,7 @@ The export is written to a temporary folder and renamed into place, so a reader 
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,16 @@ from facemogle.denoiser import Denoiser
 from facemogle.export import CONFIG, EXPORT, MANIFEST, MOGLE_FILE, ExportSpec, check_export, manifest
 from facemogle.lora import save_lora
 from facemogle.pipeline import FaceMoGLEPipeline
+
+
+def add_allow_unverified(parser: argparse.ArgumentParser) -> None:
+    """The sampling commands' opt-in to an export whose manifest is missing or does not match its files."""
+    parser.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="load the run's export although its manifest.json is missing or does not match its files "
+        "(refused by default: a file missing, changed or added)",
+    )
 
 
 @dataclass
@@ -72,8 +83,9 @@ def export_spec(config: Config) -> ExportSpec:
     )
 
 
-def load_run(run_dir: str | Path, overrides: list[str] | None = None) -> LoadedRun:
-    """A run's export as a pipeline: the backbone from `backbone.path`, LoRA, MoGLE; files checked first."""
-    export = check_export(Path(run_dir) / EXPORT, run_dir)
+def load_run(run_dir: str | Path, overrides: list[str] | None = None, verify: bool = True) -> LoadedRun:
+    """A run's export as a pipeline: the backbone from `backbone.path`, LoRA, MoGLE; files checked first
+    against the manifest (facemogle.export.check_manifest; `verify=False` warns instead)."""
+    export = check_export(Path(run_dir) / EXPORT, run_dir, verify)
     config = load_config(export / CONFIG, overrides)
     return LoadedRun(config, FaceMoGLEPipeline.from_export(export, export_spec(config)))

@@ -4,13 +4,15 @@
 The run directory (`run_dir`) holds:
     config.yaml               the resolved config
     checkpoints/last.ckpt     Lightning checkpoint for exact resume (+ step-NNNNNN.ckpt every N steps)
-    checkpoints/requeue.ckpt  written when SIGUSR1 stops the run for a requeue (callbacks/requeue.py)
+    checkpoints/requeue.ckpt  written when SIGUSR1 (a requeue), SIGTERM or SIGINT stops the run (callbacks/requeue.py)
     export/                   LoRA + MoGLE + config for sampling (experiments/runs/io.py)
+    resume_log.jsonl          one line per --resume: its checkpoint and the keys changed (experiments/runs/resume.py)
     logs/ or wandb/           the logger's files
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +35,7 @@ from experiments.config.load import to_yaml
 from experiments.config.schema import Config
 from experiments.runs.checkpoints import newest_checkpoint
 from experiments.runs.io import export_run
+from experiments.runs.resume import check_resume, record_resume
 from experiments.training.build import build_module
 from experiments.training.loggers import make_logger
 from experiments.training.strategy import make_strategy
@@ -41,6 +44,7 @@ from facemogle.metrics.suite import build_generation_metrics
 
 CHECKPOINTS = "checkpoints"
 REQUEUE_CHECKPOINT = "requeue.ckpt"
+log = logging.getLogger(__name__)
 
 # data_modules.resumable skips the batches a resumed epoch already trained on, which Lightning cannot see.
 warnings.filterwarnings(
@@ -152,17 +156,26 @@ def train(
     run_dir = Path(config.run_dir)
     with run_lock(run_dir):
         check_fresh(config, resume)
-        return _fit(config, resume, extra_callbacks)
+        changes = check_resume(config, run_dir / CHECKPOINTS) if resume else {}
+        return _fit(config, resume, extra_callbacks, changes)
 
 
-def _fit(config: Config, resume: bool, extra_callbacks: list[L.Callback] | None) -> L.Trainer:
+def _fit(
+    config: Config, resume: bool, extra_callbacks: list[L.Callback] | None, changes: dict | None = None
+) -> L.Trainer:
     L.seed_everything(config.seed, workers=True)
     run_dir = Path(config.run_dir)
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
     module = build_module(config)
     data = FaceDataModule(config.data, module.backbone)
     trainer = make_trainer(config, extra_callbacks)
-    trainer.fit(module, datamodule=data, ckpt_path=last_checkpoint(config) if resume else None)
+    checkpoint = last_checkpoint(config) if resume else None
+    if resume and checkpoint is None:
+        log.warning("--resume: no checkpoint in %s loads: training starts at step 0", run_dir / CHECKPOINTS)
+    elif resume:
+        record_resume(config, checkpoint, changes or {})
+    # data only (facemogle.data_only): Lightning's checkpoints hold tensors and plain values
+    trainer.fit(module, datamodule=data, ckpt_path=checkpoint, weights_only=True)
     if isinstance(trainer.logger, WandbLogger):
         # close the W&B run: wandb keeps one global run per process, and a later WandbLogger in this process
         # (the next ablation variant, another test) would otherwise log into this one

@@ -37,6 +37,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from experiments.config.schema import TrainerConfig
 from experiments.runs.checkpoints import METADATA_FILENAME
+from facemogle.data_only import load_data
 
 
 def make_strategy(t: TrainerConfig) -> str | Strategy:
@@ -108,7 +109,9 @@ class FSDP2Strategy(ModelParallelStrategy):
         set_model_state_dict(self.model, weights, options=partial)
         for i, optimizer in enumerate(self.optimizers):
             set_optimizer_state_dict(self.model, optimizer, state[f"optimizer_{i}"], options=partial)
-        return torch.load(path / METADATA_FILENAME, weights_only=weights_only)
+        return load_data(
+            path / METADATA_FILENAME
+        )  # data only, whatever the caller asks (facemogle.data_only)
 
 
 def _held_in(optimizer_state: dict, saved, prefix: str) -> dict:

@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from facemogle.data_only import reading_weights_in
 from facemogle.evaluators.common import MAKE_EVALUATORS, normalise_images, require_model_dir
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -103,7 +104,8 @@ def load_clip(path: str | Path) -> ClipEmbedder:
         raise ValueError(
             f"{path}: CLIP tokenizer missing (tokenizer_config.json); save the CLIPProcessor there"
         )
-    return ClipEmbedder(CLIPModel.from_pretrained(path), CLIPProcessor.from_pretrained(path))
+    with reading_weights_in(path):
+        return ClipEmbedder(CLIPModel.from_pretrained(path), CLIPProcessor.from_pretrained(path))
 
 
 @dataclass

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import ViTConfig, ViTModel
 
+from facemogle.data_only import reading_weights_in
 from facemogle.evaluators.common import require_model_dir
 from facemogle.evaluators.parser import IMAGENET_MEAN, IMAGENET_STD
 
@@ -128,7 +129,8 @@ def load_dino(path: str | Path, layer: int | None = None, preprocessing: str = "
     """A DINO ViT from a local transformers directory (facebook/dino-vitb8: config.json and weights), with
     DINO's LayerNorm eps whatever the config says."""
     path = require_model_dir(path, "DINO ViT", DINO_HINT)
-    model = ViTModel.from_pretrained(path, add_pooling_layer=False, layer_norm_eps=DINO_LAYER_NORM_EPS)
+    with reading_weights_in(path):
+        model = ViTModel.from_pretrained(path, add_pooling_layer=False, layer_norm_eps=DINO_LAYER_NORM_EPS)
     return DinoKeys(model, layer, preprocessing)
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from transformers import BertTokenizer, BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
 
+from facemogle.data_only import load_data, load_weights
 from facemogle.evaluators.clip import CLIP_MEAN, CLIP_STD
 from facemogle.evaluators.common import require_file
 from facemogle.evaluators.paper_clip import openai_clip_pixels
@@ -144,7 +145,7 @@ def load_state(scorer: ImageRewardScorer, state: dict[str, torch.Tensor], source
                 raise ValueError(f"{source}: {name} missing (not an ImageReward-v1.0 checkpoint?)")
             mapped[key] = state[name]
             used.add(name)
-        module.load_state_dict(mapped, strict=True)
+        load_weights(module, mapped, source)
     unknown = sorted(k for k in state if k not in used and not _UNUSED.search(k))
     if unknown:
         raise ValueError(f"{source}: parameters the mapping does not know: {unknown[:5]}")
@@ -173,7 +174,7 @@ def load_image_reward(path: str | Path) -> ImageRewardScorer:
         raise ValueError(
             f"{path / TOKENIZER_DIR}: {len(tokenizer)} tokens, med_config.json says {med['vocab_size']}"
         )
-    load_state(scorer, torch.load(checkpoint, map_location="cpu", weights_only=True), str(checkpoint))
+    load_state(scorer, load_data(checkpoint, map_location="cpu"), str(checkpoint))
     return scorer
 
 

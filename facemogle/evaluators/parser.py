@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
+from facemogle.data_only import reading_weights_in
 from facemogle.evaluators.common import MAKE_EVALUATORS, normalise_images, require_model_dir
 from facemogle.face_parts import NUM_PARTS, PARTS
 
@@ -100,7 +101,8 @@ def load_face_parser(path: str | Path, label_order: str | Sequence[str] | None =
     "bisenet"); or 19 part names.
     """
     path = require_model_dir(path, "face parser", PARSER_HINT)
-    model = SegformerForSemanticSegmentation.from_pretrained(path).eval()
+    with reading_weights_in(path):
+        model = SegformerForSemanticSegmentation.from_pretrained(path).eval()
     if isinstance(label_order, str):
         if label_order not in LABEL_ORDERS:
             raise ValueError(
