@@ -59,6 +59,7 @@ def paper_on(path, *extra: str):
     )
 
 
+@pytest.mark.slow  # about 85 s on 2 busy cores
 def test_a_training_step_of_the_flux_dev_shaped_backbone_uses_what_was_predicted_within_10_percent(tmp_path):
     save_flux(tiny_flux(DEEPER), tmp_path / "flux")
     config = paper_on(tmp_path / "flux")
