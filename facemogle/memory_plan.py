@@ -433,7 +433,9 @@ def extrapolated(arch: Architecture, s: MemorySettings, train: bool) -> int:
     base, more_double, more_single = (
         dynamic_bytes(trace_step(arch, s, blocks, train)) for blocks in (BASE, (d0 + 1, s0), (d0, s0 + 1))
     )
-    return base + (n_double - d0) * (more_double - base) + (n_single - s0) * (more_single - base)
+    # a block added frees nothing: a negative increment is where the peak fell in that trace, not a saving
+    per_double, per_single = max(0, more_double - base), max(0, more_single - base)
+    return base + (n_double - d0) * per_double + (n_single - s0) * per_single
 
 
 def traced_activations(arch: Architecture, s: MemorySettings, train: bool) -> int:
