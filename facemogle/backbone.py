@@ -22,6 +22,8 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from transformers import AutoTokenizer, CLIPTextModel, PreTrainedTokenizerBase, T5EncoderModel
 
+from facemogle.release import check_released
+
 FLUX_DOWNLOAD_HINT = (
     "download FLUX.1-dev (gated: accept the licence at https://huggingface.co/black-forest-labs/FLUX.1-dev) "
     "with `huggingface-cli download black-forest-labs/FLUX.1-dev --local-dir {path}` on a machine with "
@@ -100,6 +102,7 @@ def load_flux(
             f"FLUX directory {root} is incomplete, missing: {', '.join(missing)}; "
             + FLUX_DOWNLOAD_HINT.format(path=root)
         )
+    check_released(root)  # the shipped tiny backbone: every file as released
     kw = {"torch_dtype": dtype, "local_files_only": True}
     tokenizer_2 = AutoTokenizer.from_pretrained(root / "tokenizer_2", local_files_only=True)
     return FluxBackbone(

@@ -15,7 +15,6 @@ each part through its own dataclass, so a key it does not know is still an error
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from facemogle.data_only import refuse_resolvers
 from facemogle.flux_forward import ConditionSettings
 from facemogle.lora import LORA_FILE
 from facemogle.mogle import MoGLEConfig
+from facemogle.release import sha256
 from facemogle.sampling import SampleSettings
 
 EXPORT = "export"
@@ -70,14 +70,6 @@ def read_export_spec(export: str | Path) -> ExportSpec:
         cond_id_offset=tuple(model.get("cond_id_offset", (0.0, 0.0, 0.0))),
         sample=_typed(SampleSettings, raw.train.sample),
     )
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def manifest(folder: Path) -> dict[str, str]:

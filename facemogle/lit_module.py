@@ -21,6 +21,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import get_wsd_schedule
 
 from facemogle.backbone import FluxBackbone
+from facemogle.batch import CachedItem, FaceItem
 from facemogle.denoiser import Denoiser, flow_matching_loss
 from facemogle.encode import TextEmbeddings, encode_images, encode_prompts
 from facemogle.flow import TimestepSampling
@@ -108,7 +109,8 @@ class FaceMoGLEModule(L.LightningModule):
 
     # --- training --------------------------------------------------------------------------------
 
-    def prepare(self, batch: dict) -> Batch:
+    def prepare(self, batch: FaceItem | CachedItem) -> Batch:
+        """A collated item (facemogle.batch) as the flow loss takes it: latents, and the text's embeddings."""
         dtype = self.backbone.transformer.dtype
         if "image_latents" in batch:
             if "text_sequence" in batch:
@@ -120,7 +122,7 @@ class FaceMoGLEModule(L.LightningModule):
         cond = encode_images(self.backbone, batch["cond_maps"]).to(dtype)
         return Batch(x0, cond, encode_prompts(self.backbone, list(batch["caption"])))
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: FaceItem | CachedItem, batch_idx: int) -> torch.Tensor:
         b = self.prepare(batch)
         g = self.step_generator(batch_idx)
         noise = torch.randn(b.x0.shape, generator=g).to(b.x0)
@@ -146,7 +148,7 @@ class FaceMoGLEModule(L.LightningModule):
             derive_seed(self.seed, self.global_rank, self.global_step, micro_batch)
         )
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: FaceItem | CachedItem, batch_idx: int) -> None:
         b = self.prepare(batch)
         g = torch.Generator(device="cpu").manual_seed(batch_idx)
         noise = torch.randn(b.x0.shape, generator=g).to(b.x0)

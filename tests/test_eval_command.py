@@ -14,8 +14,8 @@ from experiments.runs.io import export_run
 from experiments.training.build import build_module
 from facemogle.backbone import save_flux
 from facemogle.evaluators import load_clip, load_face_parser
-from facemogle.evaluators.common import file_digest
 from facemogle.face_parts import PARTS
+from facemogle.release import sha256
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_evaluate_with_the_paper_protocol_writes_table_1_and_a_protocol_record(
     assert set(dino_files) == {"config.json", "model.safetensors"} and all(
         len(h) == 64 for h in dino_files.values()
     )
-    assert protocol["models"]["paper/inception"]["files"]["inception-2015-12-05.pt"] == file_digest(
+    assert protocol["models"]["paper/inception"]["files"]["inception-2015-12-05.pt"] == sha256(
         paper_standins / "inception-2015-12-05.pt"
     )
     assert (

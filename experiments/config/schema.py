@@ -32,7 +32,7 @@ from facemogle.tiny_backbone import TinyFluxConfig
 
 @dataclass
 class BackboneConfig:
-    # A diffusers FLUX directory: FLUX.1-dev, or the tiny one `make backbone` pretrains.
+    # A diffusers FLUX directory: FLUX.1-dev, or the shipped tiny one (`make backbone` rebuilds it).
     path: str = "checkpoints/tiny-flux"
     dtype: str = "float32"  # float32 | bfloat16 | float16: the frozen backbone's weights
     gradient_checkpointing: bool = False

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from facemogle.atomic import atomic_write_json
 from facemogle.evaluators import EvaluatorConfig
-from facemogle.evaluators.common import file_digest
 from facemogle.evaluators.config import PaperEvaluatorConfig
 from facemogle.face_parts import PARTS
+from facemogle.release import sha256
 
 REPO = Path(__file__).resolve().parents[1]
 SKIPPED_WEIGHTS = (".h5", ".msgpack", ".onnx", ".ot")  # other frameworks' copies that no loader here reads
@@ -79,7 +79,7 @@ def model_record(path: str | Path, digests: dict[str, str]) -> dict:
         stat = file.stat()
         key = f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         if key not in digests:
-            digests[key] = file_digest(file)
+            digests[key] = sha256(file)
         files[str(file.relative_to(path)) if path.is_dir() else file.name] = digests[key]
     return {"path": str(path), "files": files}
 
