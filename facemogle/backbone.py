@@ -63,8 +63,9 @@ class FluxBackbone:
         return self
 
     def to(self, device=None, dtype=None) -> FluxBackbone:
+        # dtype only when given: diffusers' and transformers' `to` refuse any dtype argument on a quantised model
         for module in self.modules():
-            module.to(device=device, dtype=dtype)
+            module.to(device=device) if dtype is None else module.to(device=device, dtype=dtype)
         return self
 
 
