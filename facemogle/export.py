@@ -26,6 +26,7 @@ from facemogle.data_only import refuse_resolvers
 from facemogle.flux_forward import ConditionSettings
 from facemogle.lora import LORA_FILE
 from facemogle.mogle import MoGLEConfig
+from facemogle.quantization import QuantizationConfig
 from facemogle.release import sha256
 from facemogle.sampling import SampleSettings
 
@@ -44,6 +45,8 @@ class ExportSpec:
     backbone_path: str
     backbone_dtype: str = "float32"
     max_sequence_length: int | None = None  # None: the T5 tokenizer's model_max_length (at most 512)
+    # the base it samples on; an export holds only LoRA and MoGLE, so any setting loads any export
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     resolution: int = 64
     mogle: MoGLEConfig = field(default_factory=MoGLEConfig)
     condition: ConditionSettings = field(default_factory=ConditionSettings)
@@ -64,6 +67,7 @@ def read_export_spec(export: str | Path) -> ExportSpec:
         backbone_path=str(backbone.path),
         backbone_dtype=str(backbone.get("dtype", "float32")),
         max_sequence_length=backbone.get("max_sequence_length"),
+        quantization=_typed(QuantizationConfig, backbone.get("quantization")),
         resolution=int(raw.data.resolution),
         mogle=_typed(MoGLEConfig, model.mogle),
         condition=_typed(ConditionSettings, model.condition),

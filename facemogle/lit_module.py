@@ -27,6 +27,7 @@ from facemogle.encode import TextEmbeddings, encode_images, encode_prompts
 from facemogle.flow import TimestepSampling
 from facemogle.mogle import load_balancing_loss
 from facemogle.packing import image_ids
+from facemogle.quantization import optimizer_8bit
 from facemogle.sampling import SampleOutput, SampleSettings, sample
 from facemogle.seeding import derive_seed
 from facemogle.sharding import shard_denoiser
@@ -34,7 +35,8 @@ from facemogle.sharding import shard_denoiser
 
 @dataclass
 class OptimConfig:
-    name: Literal["adamw", "prodigy"] = "adamw"
+    # adamw8bit: bitsandbytes' AdamW8bit (facemogle.quantization.optimizer_8bit), moments in 8 bits
+    name: Literal["adamw", "adamw8bit", "prodigy"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
@@ -185,8 +187,12 @@ class FaceMoGLEModule(L.LightningModule):
         cfg = self.config.optim
         if cfg.name == "prodigy":
             if cfg.mogle_lr is not None:
-                raise ValueError("train.optim.mogle_lr is for adamw: Prodigy estimates its own step size")
+                raise ValueError(
+                    "train.optim.mogle_lr is for adamw and adamw8bit: Prodigy estimates its own step size"
+                )
             optimizer = _prodigy(self.trainable_parameters(), cfg)
+        elif cfg.name == "adamw8bit":
+            optimizer = optimizer_8bit(self.param_groups(), cfg.lr, cfg.betas, cfg.weight_decay)
         else:
             optimizer = torch.optim.AdamW(
                 self.param_groups(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay

@@ -49,6 +49,7 @@ from facemogle.gate_analysis import region_gate_weights
 from facemogle.lora import load_lora, lora_layer_names, save_lora
 from facemogle.mask_images import mask_batch
 from facemogle.mogle import MoGLE, MoGLEConfig
+from facemogle.quantization import QuantizationConfig, quantised_linears
 from facemogle.sampling import SampleSettings, sample, seed_generators
 
 log = logging.getLogger(__name__)
@@ -141,17 +142,20 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         backbone: str | Path | None = None,
         torch_dtype=None,
         allow_unverified: bool = False,
+        quantization: QuantizationConfig | None = None,
         **kwargs,
     ):
         """A saved pipeline (model_index.json), or a run's export folder (or the run folder holding it):
         the backbone from the path its config.yaml records, or `backbone` (a FLUX.1-dev directory). Either
         folder's files must match its manifest.json (facemogle.export.check_manifest) unless
-        `allow_unverified`."""
+        `allow_unverified`. quantization: the base's storage for a run's export, in place of its config.yaml's
+        (an export holds only LoRA and MoGLE, so one trained on an nf4 base samples on the bf16 one)."""
         path = Path(path)
         if (path / "model_index.json").is_file():
-            if backbone is not None:
+            if backbone is not None or quantization is not None:
                 raise ValueError(
-                    f"{path} is a saved pipeline with its own backbone: backbone= is for a run's export"
+                    f"{path} is a saved pipeline with its own backbone: backbone= and quantization= are for a "
+                    "run's export"
                 )
             check_manifest(path, verify=not allow_unverified)
             pipe = super().from_pretrained(path, torch_dtype=torch_dtype, **kwargs)
@@ -162,6 +166,8 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         spec = read_export_spec(check_export(export, verify=not allow_unverified))
         if backbone is not None:
             spec = replace(spec, backbone_path=str(backbone))
+        if quantization is not None:
+            spec = replace(spec, quantization=quantization)
         return cls.from_export(export, spec, torch_dtype)
 
     @classmethod
@@ -174,7 +180,12 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         if spec.backbone_dtype not in DTYPES:
             raise ValueError(f"backbone.dtype={spec.backbone_dtype!r}: expected one of {sorted(DTYPES)}")
         dtype = torch_dtype or DTYPES[spec.backbone_dtype]
-        flux = load_flux(spec.backbone_path, dtype=dtype, max_sequence_length=spec.max_sequence_length)
+        flux = load_flux(
+            spec.backbone_path,
+            dtype,
+            max_sequence_length=spec.max_sequence_length,
+            quantization=spec.quantization,
+        )
         flux.freeze()
         if spec.mogle.token_dim != flux.token_dim:
             raise ValueError(
@@ -203,6 +214,11 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         """The stock folders (transformer/ without LoRA, as the backbone it came from), mogle/, and the
         LoRA in diffusers' FLUX LoRA format in lora/; manifest.json, each file's sha256, last."""
         save_directory = Path(save_directory)
+        if quantised_linears(self.transformer) or quantised_linears(self.text_encoder_2):
+            raise ValueError(
+                "a pipeline on a quantised base (backbone.quantization) is not saved with its quantised weights: "
+                "save it from the unquantised base, or share the run's export (LoRA and MoGLE only)"
+            )
         if not lora_layer_names(self.transformer):
             super().save_pretrained(save_directory, **kwargs)
         else:

@@ -27,6 +27,7 @@ from facemogle.lora import LoRASettings
 from facemogle.metrics.suite import MetricsConfig
 from facemogle.mogle import MoGLEConfig
 from facemogle.pretrain import FluxStageConfig, VAEStageConfig
+from facemogle.quantization import QuantizationConfig
 from facemogle.tiny_backbone import TinyFluxConfig
 
 
@@ -39,6 +40,9 @@ class BackboneConfig:
     max_sequence_length: int | None = (
         None  # T5 tokens; None: the tokenizer's model_max_length (512 for FLUX.1-dev)
     )
+    # The frozen transformer's and T5's storage: none | int8 | nf4 | fp8 each (facemogle.quantization,
+    # docs/flux-dev.md); LoRA sits on the quantised layers, MoGLE stays in full precision.
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
 
 
 @dataclass

@@ -8,12 +8,18 @@ from facemogle.denoiser import Denoiser
 from facemogle.lit_module import FaceMoGLEModule
 from facemogle.lora import add_lora
 from facemogle.mogle import MoGLE
+from facemogle.quantization import check_strategy
 
 
 def build_backbone(cfg: BackboneConfig) -> FluxBackbone:
     if cfg.dtype not in DTYPES:
         raise ValueError(f"backbone.dtype={cfg.dtype!r}: expected one of {sorted(DTYPES)}")
-    backbone = load_flux(cfg.path, dtype=DTYPES[cfg.dtype], max_sequence_length=cfg.max_sequence_length)
+    backbone = load_flux(
+        cfg.path,
+        DTYPES[cfg.dtype],
+        max_sequence_length=cfg.max_sequence_length,
+        quantization=cfg.quantization,
+    )
     backbone.freeze()
     if cfg.gradient_checkpointing:
         backbone.transformer.enable_gradient_checkpointing()
@@ -34,6 +40,7 @@ def build_denoiser(backbone: FluxBackbone, cfg: ModelConfig, lora: bool = True) 
 
 
 def build_module(config: Config) -> FaceMoGLEModule:
+    check_strategy(config.backbone.quantization, config.trainer.strategy)
     backbone = build_backbone(config.backbone)
     return FaceMoGLEModule(
         backbone, build_denoiser(backbone, config.model), config.train, config.data.resolution, config.seed
