@@ -6,13 +6,14 @@ demo, and written back in the official format."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from diffusers import FluxPipeline
-from peft import get_peft_model_state_dict
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -25,7 +26,7 @@ from experiments.runs.io import load_run
 from experiments.runs.official import PAPER_CONFIG
 from facemogle.backbone import save_flux
 from facemogle.export import check_manifest, sha256
-from facemogle.lora import ADAPTER, PAPER_TARGETS, LoRASettings, add_lora
+from facemogle.lora import ADAPTER, PAPER_TARGETS, LoRASettings, add_lora, load_lora, save_lora
 from facemogle.pipeline import FaceMoGLEPipeline
 from facemogle.tiny_backbone import flux_dev_shaped
 from tests.test_official import official_state_dict
@@ -258,3 +259,40 @@ def test_the_paper_config_is_the_imports_base(release, imported):
         load_config(imported / "export" / "config.yaml").train.optim.name
         == load_config(PAPER_CONFIG).train.optim.name
     )
+
+
+def test_a_lora_on_other_modules_than_the_papers_is_recorded_by_their_names(release, tmp_path):
+    source = load_file(release["lora"])
+    kept = {k: v for k, v in source.items() if not k.startswith("transformer.x_embedder.")}
+    (tmp_path / "lora").mkdir()
+    save_file(kept, tmp_path / "lora" / "pytorch_lora_weights.safetensors")
+    files = {"lora": tmp_path / "lora" / "pytorch_lora_weights.safetensors"}
+    import_official.main(import_argv({**release, **files}, tmp_path / "run"))
+    targets = load_config(tmp_path / "run" / "export" / "config.yaml").model.lora.target_modules
+    assert targets == sorted({k.removeprefix("transformer.").rsplit(".lora_", 1)[0] for k in kept})
+    assert "x_embedder" not in targets and len(targets) == len(kept) // 2
+
+
+def test_export_official_folds_a_lora_scale_other_than_1_into_lora_b(release, imported, tmp_path):
+    """The official code loads its LoRA without metadata (alpha = rank): a run's alpha / rank goes into lora_B,
+    so the adapted layers compute what the run's do."""
+    run = tmp_path / "run"
+    shutil.copytree(imported, run)
+    transformer = flux_dev_shaped(seed=0).transformer
+    add_lora(transformer, LoRASettings(rank=4, alpha=8))
+    source = load_file(release["lora"])
+    lora = {k.removeprefix("transformer."): v for k, v in source.items()}
+    set_peft_model_state_dict(transformer, lora, adapter_name=ADAPTER)
+    save_lora(transformer, run / "export" / "lora")
+    export_official.main(["--run", str(run), "--out", str(tmp_path / "back"), "--allow-unverified"])
+    back = load_file(tmp_path / "back" / "pytorch_lora_weights.safetensors")
+    assert back.keys() == source.keys()
+    for key, value in source.items():
+        assert torch.equal(back[key], value * 2 if ".lora_B." in key else value), key
+    ours, official = flux_dev_shaped(seed=0).transformer, flux_dev_shaped(seed=0).transformer
+    load_lora(ours, run / "export" / "lora" / "pytorch_lora_weights.safetensors")
+    load_lora(official, tmp_path / "back" / "pytorch_lora_weights.safetensors")
+    x = torch.randn(2, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.x_embedder(x), official.x_embedder(x))
+        assert not torch.equal(ours.x_embedder(x), flux_dev_shaped(seed=0).transformer.x_embedder(x))

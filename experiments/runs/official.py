@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from experiments.config.load import load_config, to_yaml
 from experiments.config.schema import Config
 from facemogle.atomic import atomic_dir, atomic_write_json
-from facemogle.data_only import reading_safetensors
+from facemogle.data_only import load_tensors, reading_safetensors
 from facemogle.export import CONFIG, EXPORT, LORA, MANIFEST, MOGLE_FILE, check_export, manifest, sha256
 from facemogle.lora import LORA_FILE, PAPER_TARGETS, SUPPORTED
 from facemogle.official import (
@@ -127,12 +127,23 @@ def check_official_lora(path: str | Path, backbone: str | Path) -> OfficialLoRA:
             f"{path}: the modules have several ranks {sorted(set(ranks.values()))}; one rank is supported"
         )
     rank = next(iter(ranks.values()))
-    _, metadata = FluxPipeline.lora_state_dict(path, return_lora_metadata=True)
-    alpha = float((metadata or {}).get("lora_alpha", rank))
+    alpha = lora_alpha(path, rank)
     modules = sorted(parts)
     paper = re.compile(rf"(.*\.)?({PAPER_TARGETS})")
     targets = PAPER_TARGETS if modules == sorted(n for n in linears if paper.fullmatch(n)) else modules
     return OfficialLoRA(rank, alpha, modules, targets)
+
+
+def lora_alpha(path: Path, rank: int) -> float:
+    """The LoRA file's alpha, from its adapter metadata (diffusers prefixes the keys with `transformer.`);
+    without metadata, as the official training saves it, diffusers loads it with alpha = rank."""
+    _, metadata = FluxPipeline.lora_state_dict(path, return_lora_metadata=True)
+    metadata = {k.removeprefix("transformer."): v for k, v in (metadata or {}).items()}
+    if metadata.get("alpha_pattern") or metadata.get("rank_pattern"):
+        raise ValueError(
+            f"{path}: per-module ranks or alphas (rank_pattern, alpha_pattern) are not supported"
+        )
+    return float(metadata.get("lora_alpha", rank))
 
 
 def official_config(
@@ -225,9 +236,12 @@ def export_official(run_dir: str | Path, out: str | Path, verify: bool = True) -
     if problem:
         raise ValueError(f"--run {run_dir} cannot be written in the official format: {problem}")
     official = to_official_mogle(read_state_dict(export / MOGLE_FILE), config.model.mogle)
-    tensors, metadata = FluxPipeline.lora_state_dict(export / LORA, return_lora_metadata=True)
-    rank = {t.shape[0] for k, t in tensors.items() if ".lora_A." in k}
-    scale = float((metadata or {}).get("lora_alpha", next(iter(rank)))) / next(iter(rank))
+    tensors = load_tensors(export / LORA)
+    ranks = {t.shape[0] for k, t in tensors.items() if ".lora_A." in k}
+    if len(ranks) != 1:
+        raise ValueError(f"{export / LORA}: the modules have ranks {sorted(ranks)}; one rank is supported")
+    rank = ranks.pop()
+    scale = lora_alpha(export / LORA, rank) / rank
     lora = {k: (t * scale if ".lora_B." in k and scale != 1 else t).contiguous() for k, t in tensors.items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
