@@ -159,9 +159,29 @@ def load_official_mogle(
     expected = mogle.state_dict()
     for key, value in converted.items():
         if value.shape != expected[key].shape:
+            name, shape, wanted = _as_in_file(key, value, expected[key])
             raise ValueError(
-                f"{path}: {key} has shape {tuple(value.shape)}, MoGLE(token_dim={token_dim}, "
-                f"expert_hidden={expert_hidden}) expects {tuple(expected[key].shape)}"
+                f"{path}: key {name} has shape {shape}, MoGLE(token_dim={token_dim}, "
+                f"expert_hidden={expert_hidden}) expects {wanted} (its {key})"
             )
     mogle.load_state_dict(converted, strict=True)
     return mogle
+
+
+_EXPERT_KEYS = {
+    "experts.w1": "net.0.weight",
+    "experts.b1": "net.0.bias",
+    "experts.w2": "net.2.weight",
+    "experts.b2": "net.2.bias",
+}
+
+
+def _as_in_file(key: str, value: torch.Tensor, expected: torch.Tensor) -> tuple[str, tuple, tuple]:
+    """Our key -> the official key it came from, with its shape and the one expected, as the file holds them
+    (an expert stack's first expert, Linear weights transposed back)."""
+    if key in _EXPERT_KEYS:
+        first, wanted = (value[0].T, expected[0].T) if key.endswith(("w1", "w2")) else (value[0], expected[0])
+        return f"global_expert.{_EXPERT_KEYS[key]}", tuple(first.shape), tuple(wanted.shape)
+    module, _, param = key.rpartition(".")
+    official = {ours: theirs for theirs, ours in OFFICIAL_RENAMES.items()}[module]
+    return f"{official}.{param}", tuple(value.shape), tuple(expected.shape)

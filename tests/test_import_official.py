@@ -29,6 +29,7 @@ from facemogle.export import check_manifest, sha256
 from facemogle.lora import ADAPTER, PAPER_TARGETS, LoRASettings, add_lora, load_lora, save_lora
 from facemogle.pipeline import FaceMoGLEPipeline
 from facemogle.tiny_backbone import flux_dev_shaped
+from tests.test_cli_errors import run as run_command
 from tests.test_official import official_state_dict
 
 pytestmark = pytest.mark.slow
@@ -222,7 +223,12 @@ def _renamed(sd, old, new):
         (
             "mogle",
             lambda sd: {**sd, "gating.noise_proj.weight": torch.zeros(64, 32)},
-            r"mogle.pt: gate.noise_proj.weight has shape",
+            r"mogle.pt: key gating.noise_proj.weight has shape",
+        ),
+        (
+            "mogle",
+            lambda sd: official_state_dict(h=16),
+            r"mogle.pt: key global_expert.net.0.weight has shape \(16, 64\), .* expects \(32, 64\)",
         ),
         (
             "lora",
@@ -296,3 +302,28 @@ def test_export_official_folds_a_lora_scale_other_than_1_into_lora_b(release, im
     with torch.no_grad():
         torch.testing.assert_close(ours.x_embedder(x), official.x_embedder(x))
         assert not torch.equal(ours.x_embedder(x), flux_dev_shaped(seed=0).transformer.x_embedder(x))
+
+
+def test_files_of_the_wrong_kind_are_errors_naming_the_file(release, tmp_path):
+    swapped = {"lora": release["mogle"], "mogle": release["lora"]}
+    with pytest.raises(ValueError, match=r"mogle.pt is not a complete safetensors file"):
+        import_official.main(import_argv({**release, "lora": swapped["lora"]}, tmp_path / "run"))
+    with pytest.raises(
+        ValueError, match=r"pytorch_lora_weights.safetensors: official MoGLE state dict lacks key"
+    ):
+        import_official.main(import_argv({**release, "mogle": swapped["mogle"]}, tmp_path / "run"))
+    torch.save({"net": torch.nn.Linear(2, 2)}, tmp_path / "module.pt")  # a pickled module, not data
+    with pytest.raises(ValueError, match=r"module.pt is refused"):
+        import_official.main(import_argv({**release, "mogle": tmp_path / "module.pt"}, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_at_the_command_line_a_bad_release_file_is_one_line_and_exit_status_2(release, tmp_path):
+    sd = official_state_dict()
+    sd["gating.gate.2.weight"] = torch.zeros(19, 64)
+    torch.save(sd, tmp_path / "mogle.pt")
+    argv = import_argv({**release, "mogle": tmp_path / "mogle.pt"}, tmp_path / "run")
+    done = run_command("experiments.import_official", *argv)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert last.startswith("error: ") and "mogle.pt: key gating.gate.2.weight has shape (19, 64)" in last

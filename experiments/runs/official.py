@@ -32,6 +32,7 @@ from facemogle.data_only import load_tensors, reading_safetensors
 from facemogle.export import CONFIG, EXPORT, LORA, MANIFEST, MOGLE_FILE, check_export, manifest, sha256
 from facemogle.lora import LORA_FILE, PAPER_TARGETS, SUPPORTED
 from facemogle.official import (
+    OFFICIAL_EXPERT_HIDDEN,
     OFFICIAL_TIME_SCALES,
     OfficialConvention,
     load_official_mogle,
@@ -189,12 +190,9 @@ def import_official(
     if convention not in OFFICIAL_TIME_SCALES:
         raise ValueError(f"--convention {convention!r}: expected one of {sorted(OFFICIAL_TIME_SCALES)}")
     found = check_official_lora(lora, backbone)
-    state = read_state_dict(mogle)
-    hidden_key = "global_expert.net.0.weight"
-    if hidden_key not in state:
-        raise ValueError(f"{mogle}: official MoGLE state dict lacks key {hidden_key!r}")
+    # the official MoGLE() has no size arguments: its shapes, for the backbone's token width, are the only ones
     token_dim = _meta_transformer(backbone).config.in_channels
-    loaded = load_official_mogle(mogle, token_dim, state[hidden_key].shape[0], convention)
+    loaded = load_official_mogle(mogle, token_dim, OFFICIAL_EXPERT_HIDDEN, convention)
     config = official_config(out, backbone, found, convention, loaded.config.expert_hidden, overrides)
     record = {
         "source": "the official Face-MoGLE release (github.com/XavierJiezou/Face-MoGLE)",
