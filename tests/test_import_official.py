@@ -139,6 +139,7 @@ def test_the_imported_run_evaluates_with_the_paper_protocol(release, imported, e
     )
     saved = json.loads((imported / "eval" / "test.json").read_text())
     assert saved["mask"]["n"] == 2 and np.isfinite(saved["mask"]["paper"]["fid"])
+    assert saved["meta"]["official_release"]["files"]["mogle"]["sha256"] == sha256(release["mogle"])
     table = (imported / "eval" / "test.md").read_text()
     assert "| mask: the paper's Face-MoGLE | 19.63 | 8.29 | 0.399 |" in table and "2509.00428v1" in table
 
