@@ -4,13 +4,16 @@ any run."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from lightning import Callback
+from PIL import Image
 from safetensors.torch import load_file
 
 from data_modules.synthetic import write_synthetic
-from experiments import import_official
+from experiments import export_official, import_official
+from experiments import sample as sample_cli
 from experiments.config.load import load_config
 from experiments.runs.io import load_run
 from experiments.training.build import build_backbone, build_denoiser
@@ -110,3 +113,43 @@ def test_a_run_whose_gate_differs_from_its_init_is_an_error_naming_the_key(space
     config = finetune(space, "mismatch", "model.mogle.time_scale=1000.0")
     with pytest.raises(ValueError, match=r"its model.mogle.time_scale is 1.0, this run's 1000.0"):
         build_denoiser(build_backbone(config.backbone), config.model)
+
+
+def test_a_run_trained_here_goes_to_the_official_format_and_back_sampling_bit_identical_images(space):
+    """Fine-tuned from the sampler-convention import (gate time scale 1000, what the official class holds),
+    written with export_official, imported again: the same images, bit for bit."""
+    root = space
+    import_official.main(
+        [
+            *("--lora", str(root / "release" / "pytorch_lora_weights.safetensors")),
+            *("--mogle", str(root / "mogle.pt"), "--backbone", str(root / "FLUX.1-dev")),
+            *("--out", str(root / "official-sampler")),
+        ]
+    )
+    init = [f"model.init_from={root / 'official-sampler'}", "trainer.max_steps=2"]
+    train(load_config(PAPER, [*sizes(root, "trained"), *FLOAT32, *init]))
+    export_official.main(["--run", str(root / "trained"), "--out", str(root / "handed-over")])
+    import_official.main(
+        [
+            *("--lora", str(root / "handed-over" / "pytorch_lora_weights.safetensors")),
+            *("--mogle", str(root / "handed-over" / "mogle.pt"), "--backbone", str(root / "FLUX.1-dev")),
+            *("--out", str(root / "back"), "backbone.dtype=float32", "data.resolution=64"),
+        ]
+    )
+    images = []
+    for run in ("trained", "back"):
+        out = root / "samples" / run
+        argv = [
+            "--run",
+            str(root / run),
+            "--prompt",
+            "She smiles.",
+            "--mask",
+            str(root / "data" / "mask" / "0.png"),
+        ]
+        sample_cli.main([*argv, "--steps", "2", "--out", str(out)])
+        images.append(np.asarray(Image.open(next(out.glob("*.png")))))
+    assert np.array_equal(images[0], images[1])
+    started = load_file(root / "official-sampler" / "export" / "mogle.safetensors")
+    trained = load_file(root / "trained" / "export" / "mogle.safetensors")
+    assert any(not torch.equal(started[k], trained[k]) for k in started)  # not the release handed back
