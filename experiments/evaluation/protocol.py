@@ -203,7 +203,9 @@ def paper_table(results: dict[str, dict], labels: dict[str, str]) -> str:
         "Mask is the official figure (per-image distances summed over batches of 64, averaged over the "
         "batches: it depends on the image count); the per-image columns do not.",
         "",
-        f"The paper's rows: {PAPER_SOURCE}. What still differs from its protocol:",
+        f"The paper's rows: {PAPER_SOURCE}; its zero-shot row (MM-FFHQ-Female, text+mask): "
+        + ", ".join(f"{key} {value}" for key, value in PAPER_ZERO_SHOT.items())
+        + ". What still differs from its protocol:",
         *(f"- {difference}" for difference in PAPER_DIFFERENCES),
     ]
     return "\n".join(lines) + "\n"
