@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 
 from experiments.config.load import load_config, to_yaml
 from experiments.config.schema import Config
-from facemogle.atomic import atomic_dir, atomic_write_json
+from facemogle.atomic import atomic_dir, atomic_write, atomic_write_json
 from facemogle.data_only import load_tensors, reading_safetensors
 from facemogle.export import CONFIG, EXPORT, LORA, MANIFEST, MOGLE_FILE, check_export, manifest, sha256
 from facemogle.lora import LORA_FILE, PAPER_TARGETS, SUPPORTED
@@ -82,10 +82,10 @@ def _meta_transformer(backbone: Path) -> FluxTransformer2DModel:
         return FluxTransformer2DModel.from_config(FluxTransformer2DModel.load_config(folder))
 
 
-def check_official_lora(path: str | Path, backbone: str | Path) -> OfficialLoRA:
-    """Every key a `transformer.<module>.lora_{A,B}.weight` of a Linear of the backbone, A (r, in) and B
-    (out, r) with one rank r; anything else is a ValueError naming the file and the key."""
-    path, transformer = Path(path), _meta_transformer(Path(backbone))
+def check_official_lora(path: str | Path, transformer: FluxTransformer2DModel) -> OfficialLoRA:
+    """Every key a `transformer.<module>.lora_{A,B}.weight` of a Linear of the backbone's `transformer`, A
+    (r, in) and B (out, r) with one rank r; anything else is a ValueError naming the file and the key."""
+    path = Path(path)
     if not path.is_file():
         raise ValueError(f"LoRA file {path} does not exist")
     with reading_safetensors(path), safe_open(path, framework="pt") as f:
@@ -105,9 +105,9 @@ def check_official_lora(path: str | Path, backbone: str | Path) -> OfficialLoRA:
                 f"{path}: key {key!r} names {module!r}, not a LoRA-able Linear of the backbone's transformer"
             )
         linear = linears[module]
-        rank = shape[0] if part == "A" else shape[-1]
+        rank = (shape[0] if part == "A" else shape[-1]) if len(shape) == 2 else 0
         expected = (rank, linear.in_features) if part == "A" else (linear.out_features, rank)
-        if len(shape) != 2 or shape != expected:
+        if shape != expected:
             raise ValueError(
                 f"{path}: key {key!r} has shape {shape}, the backbone's {module} expects {expected}"
             )
@@ -189,10 +189,10 @@ def import_official(
     lora, mogle, backbone = Path(lora), Path(mogle), Path(backbone)
     if convention not in OFFICIAL_TIME_SCALES:
         raise ValueError(f"--convention {convention!r}: expected one of {sorted(OFFICIAL_TIME_SCALES)}")
-    found = check_official_lora(lora, backbone)
+    transformer = _meta_transformer(backbone)
+    found = check_official_lora(lora, transformer)
     # the official MoGLE() has no size arguments: its shapes, for the backbone's token width, are the only ones
-    token_dim = _meta_transformer(backbone).config.in_channels
-    loaded = load_official_mogle(mogle, token_dim, OFFICIAL_EXPERT_HIDDEN, convention)
+    loaded = load_official_mogle(mogle, transformer.config.in_channels, OFFICIAL_EXPERT_HIDDEN, convention)
     config = official_config(out, backbone, found, convention, loaded.config.expert_hidden, overrides)
     record = {
         "source": "the official Face-MoGLE release (github.com/XavierJiezou/Face-MoGLE)",
@@ -243,8 +243,8 @@ def export_official(run_dir: str | Path, out: str | Path, verify: bool = True) -
     lora = {k: (t * scale if ".lora_B." in k and scale != 1 else t).contiguous() for k, t in tensors.items()}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(lora, out / LORA_FILE, metadata={"format": "pt"})
-    torch.save(official, out / OFFICIAL_MOGLE_FILE)
+    atomic_write(out / LORA_FILE, lambda tmp: save_file(lora, tmp, metadata={"format": "pt"}))
+    atomic_write(out / OFFICIAL_MOGLE_FILE, lambda tmp: torch.save(official, tmp))
     return OfficialFiles(out / LORA_FILE, out / OFFICIAL_MOGLE_FILE)
 
 
