@@ -94,7 +94,12 @@ def test_finetuning_from_an_imported_release_starts_from_its_weights_trains_resu
 
     with pytest.raises(RuntimeError, match="killed"):
         train(finetune(space, "killed"), extra_callbacks=[KillAt(3)])
-    resumed = train(finetune(space, "killed"), resume=True)
+    hidden = space / "official-moved"
+    (space / "official").rename(hidden)  # a resumed run reads its checkpoint, not init_from
+    try:
+        resumed = train(finetune(space, "killed"), resume=True)
+    finally:
+        hidden.rename(space / "official")
     assert resumed.global_step == 4
     start = load_file(space / "official" / "export" / "mogle.safetensors")
     for file in ("mogle.safetensors", "lora/pytorch_lora_weights.safetensors"):

@@ -27,8 +27,11 @@ def build_backbone(cfg: BackboneConfig) -> FluxBackbone:
     return backbone
 
 
-def build_denoiser(backbone: FluxBackbone, cfg: ModelConfig, lora: bool = True) -> Denoiser:
-    """LoRA injected into the frozen transformer (unless `lora=False`, e.g. to load a saved one) + MoGLE."""
+def build_denoiser(
+    backbone: FluxBackbone, cfg: ModelConfig, lora: bool = True, init: bool = True
+) -> Denoiser:
+    """LoRA injected into the frozen transformer (unless `lora=False`, e.g. to load a saved one) + MoGLE,
+    started from `cfg.init_from` unless `init=False` (a resumed run: its checkpoint holds the weights)."""
     if cfg.mogle.token_dim != backbone.token_dim:
         raise ValueError(
             f"model.mogle.token_dim={cfg.mogle.token_dim} but the backbone's packed tokens have width "
@@ -38,7 +41,7 @@ def build_denoiser(backbone: FluxBackbone, cfg: ModelConfig, lora: bool = True) 
         add_lora(backbone.transformer, cfg.lora)
     mogle = MoGLE(cfg.mogle).to(backbone.transformer.device)
     denoiser = Denoiser(backbone.transformer, mogle, cfg.condition, cfg.cond_id_offset)
-    if lora and cfg.init_from is not None:
+    if lora and init and cfg.init_from is not None:
         init_from(denoiser, cfg)
     return denoiser
 
@@ -71,8 +74,8 @@ def init_from(denoiser: Denoiser, cfg: ModelConfig) -> None:
         )
 
 
-def build_module(config: Config) -> FaceMoGLEModule:
+def build_module(config: Config, init: bool = True) -> FaceMoGLEModule:
+    """init=False: model.init_from is not read (a resumed run, whose checkpoint holds the weights)."""
     backbone = build_backbone(config.backbone)
-    return FaceMoGLEModule(
-        backbone, build_denoiser(backbone, config.model), config.train, config.data.resolution, config.seed
-    )
+    denoiser = build_denoiser(backbone, config.model, init=init)
+    return FaceMoGLEModule(backbone, denoiser, config.train, config.data.resolution, config.seed)
