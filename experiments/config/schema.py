@@ -51,6 +51,9 @@ class ModelConfig:
     condition: ConditionSettings = field(default_factory=ConditionSettings)
     lora: LoRASettings = field(default_factory=LoRASettings)
     cond_id_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # A run (or its export/ folder) whose LoRA and MoGLE this run starts from: a run trained here or one
+    # `python -m experiments.import_official` wrote. Its model.mogle and model.lora must equal this run's.
+    init_from: str | None = None
 
 
 @dataclass

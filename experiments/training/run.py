@@ -163,10 +163,10 @@ def _fit(
     L.seed_everything(config.seed, workers=True)
     run_dir = Path(config.run_dir)
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
-    module = build_module(config)
+    checkpoint = last_checkpoint(config) if resume else None
+    module = build_module(config, init=checkpoint is None)  # a checkpoint holds the weights init_from gave
     data = FaceDataModule(config.data, module.backbone)
     trainer = make_trainer(config, extra_callbacks)
-    checkpoint = last_checkpoint(config) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint in %s loads: training starts at step 0", run_dir / CHECKPOINTS)
     elif resume:
