@@ -30,13 +30,16 @@ def main(argv: list[str] | None = None) -> None:
         "--metrics", default=None, help="a JSON file of the set (relative) holding its metrics"
     )
     write.add_argument("--sections", nargs="+", default=None, help="only these top-level keys of --metrics")
+    write.add_argument("--commit", default=None, help="the commit whose code made the set (default: HEAD)")
     write.add_argument("--command", dest="made_by", required=True, help="the command that made the set")
     check = commands.add_parser("compare", help="a rebuilt set against the released one")
     check.add_argument("shipped", type=Path)
     check.add_argument("rebuilt", type=Path)
     args = ap.parse_args(argv)
     if args.command == "write":
-        print(f"wrote {write_release(args.set, args.parts, args.made_by, args.metrics, args.sections)}")
+        print(
+            f"wrote {write_release(args.set, args.parts, args.made_by, args.metrics, args.sections, args.commit)}"
+        )
     else:
         print(compare(args.shipped, args.rebuilt).summary(args.shipped, args.rebuilt))
 

@@ -148,17 +148,18 @@ def write_release(
     command: str,
     metrics_file: str | None,
     sections: list[str] | None = None,
+    commit: str | None = None,
 ) -> Path:
     """Record `parts` of the set at `root` (files or folders relative to it) in root/release.json, with the
     metrics of `metrics_file` (a JSON file under root; only its top-level `sections` when given). -> the
-    record."""
+    record. `commit`: the commit whose code made the set (default: the checkout's HEAD)."""
     root = Path(root)
     files = released_files(root, parts)
     metrics = set_metrics(root / metrics_file, sections) if metrics_file is not None else {}
     record = {
         "files": {str(p.relative_to(root)): sha256(p) for p in files},
         "bytes": sum(p.stat().st_size for p in files),
-        "commit": git_commit(root),
+        "commit": commit or git_commit(root),
         "command": command,
         "machine": machine(),
         "metrics_file": metrics_file,
