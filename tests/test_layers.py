@@ -149,3 +149,17 @@ def test_the_trainer_check_sees_a_second_factory(tmp_path):
     extra = tmp_path / "other.py"
     extra.write_text("import lightning as L\n\ndef f():\n    return L.Trainer(max_steps=1)\n")
     assert trainer_calls(extra) == [4]
+
+
+# The model and data code stays in short files with one job each (experiments/ holds the long ablation reports).
+MAX_LINES = 300
+
+
+def test_no_model_data_or_callback_file_is_over_max_lines():
+    long = {
+        str(path.relative_to(REPO)): n
+        for package in ("facemogle", "callbacks", "data_modules")
+        for path in sources(package)
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}
