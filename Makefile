@@ -9,14 +9,19 @@ EXTRAS ?= dev,demo
 # The install stamp, or nothing when PYTHON was given (on the command line or in the environment).
 INSTALLED := $(if $(filter file,$(origin PYTHON)),$(VENV)/.installed)
 
-# The embedded default (`make train`): each stage reuses its finished output.
+# The embedded default (`make train`): each stage reuses its finished output. Its fixed parts, the pretrained
+# tiny backbone and the evaluators, are shipped in the repository (release.json in each, docs/training.md);
+# `make backbone` and `make evaluators` rebuild them into REBUILT and compare them with the shipped ones.
 DATA ?= data/synthetic
 FACES ?= 3000
-BACKBONE ?= checkpoints/tiny-flux
+SHIPPED_BACKBONE := checkpoints/tiny-flux
+SHIPPED_EVALUATORS := checkpoints/evaluators/synthetic
+REBUILT ?= checkpoints/rebuilt
+BACKBONE ?= $(SHIPPED_BACKBONE)
 BACKBONE_CONFIG ?= experiments/configs/backbone_tiny.yaml
 # stage 1's key=value overrides, e.g. BACKBONE_ARGS="flux.steps=1000 logger.kind=csv"
 BACKBONE_ARGS ?=
-EVALUATORS ?= checkpoints/evaluators/synthetic
+EVALUATORS ?= $(SHIPPED_EVALUATORS)
 # The paper protocol's small stand-ins (DINO, clean-fid's Inception, ImageReward; random, seeded)
 PAPER_EVALUATORS ?= $(EVALUATORS)/paper
 CONFIG ?= experiments/configs/tiny.yaml
@@ -85,29 +90,35 @@ benchmark: $(INSTALLED)
 	$(PYTHON) -m experiments.benchmark sampling
 
 data: $(DATA)/attributes.json
-backbone: $(BACKBONE)/model_index.json
-evaluators: $(EVALUATORS)/report.json $(PAPER_EVALUATORS)/manifest.json
 train: $(RUN)/eval/test.json
 
-# The stages wait for the install without being redone when it is (order-only).
+# Rebuild the shipped parts from the data and say whether they equal the released files (or how far their
+# metrics moved); `make train BACKBONE=$(REBUILT)/tiny-flux EVALUATORS=$(REBUILT)/evaluators` uses them.
+backbone: $(REBUILT)/tiny-flux/model_index.json
+	$(PYTHON) -m experiments.release compare $(SHIPPED_BACKBONE) $(REBUILT)/tiny-flux
+evaluators: $(REBUILT)/evaluators/report.json $(REBUILT)/evaluators/paper/manifest.json
+	$(PYTHON) -m experiments.release compare $(SHIPPED_EVALUATORS) $(REBUILT)/evaluators
+
+# The stages wait for the install without being redone when it is (order-only). A backbone or evaluator set
+# is made only when it is not there: the shipped ones are, whatever the data's age (order-only too).
 $(DATA)/attributes.json: | $(INSTALLED)
 	$(PYTHON) -m data_modules.synthetic --out $(DATA) --n $(FACES) --size 64 --seed 0
 
-$(BACKBONE)/model_index.json: $(DATA)/attributes.json
-	$(PYTHON) -m experiments.pretrain_backbone --config $(BACKBONE_CONFIG) data=$(DATA) out=$(BACKBONE) $(BACKBONE_ARGS)
+$(sort $(BACKBONE)/model_index.json $(REBUILT)/tiny-flux/model_index.json): | $(DATA)/attributes.json
+	$(PYTHON) -m experiments.pretrain_backbone --config $(BACKBONE_CONFIG) data=$(DATA) out=$(@D) $(BACKBONE_ARGS)
 
-$(EVALUATORS)/report.json: $(DATA)/attributes.json
-	$(PYTHON) -m experiments.train_evaluators --config $(EVALUATORS_CONFIG) run_dir=$(EVALUATORS) data.root=$(DATA)
+$(sort $(EVALUATORS)/report.json $(REBUILT)/evaluators/report.json): | $(DATA)/attributes.json
+	$(PYTHON) -m experiments.train_evaluators --config $(EVALUATORS_CONFIG) run_dir=$(@D) data.root=$(DATA)
 
-$(RUN)/export/config.yaml: $(BACKBONE)/model_index.json $(DATA)/attributes.json $(EVALUATORS)/report.json
+$(sort $(PAPER_EVALUATORS)/manifest.json $(REBUILT)/evaluators/paper/manifest.json): | $(INSTALLED)
+	$(PYTHON) -m experiments.paper_evaluators --out $(@D)
+
+$(RUN)/export/config.yaml: $(DATA)/attributes.json | $(BACKBONE)/model_index.json $(EVALUATORS)/report.json
 	$(PYTHON) -m experiments.train --config $(CONFIG) run_dir=$(RUN) backbone.path=$(BACKBONE) data.root=$(DATA) \
 		eval.evaluators.clip_path=$(EVALUATORS)/clip eval.evaluators.parser_path=$(EVALUATORS)/parser $(ARGS)
 
-$(PAPER_EVALUATORS)/manifest.json: | $(INSTALLED)
-	$(PYTHON) -m experiments.paper_evaluators --out $(PAPER_EVALUATORS)
-
 # Our metrics and, beside them, the paper's (--protocol paper); its CLIP columns use the trained small CLIP.
-$(RUN)/eval/test.json: $(RUN)/export/config.yaml $(EVALUATORS)/report.json $(PAPER_EVALUATORS)/manifest.json
+$(RUN)/eval/test.json: $(RUN)/export/config.yaml | $(EVALUATORS)/report.json $(PAPER_EVALUATORS)/manifest.json
 	$(PYTHON) -m experiments.evaluate --run $(RUN) --split test --n $(EVAL_N) --modes $(EVAL_MODES) \
 		--clip $(EVALUATORS)/clip --parser $(EVALUATORS)/parser --protocol paper \
 		--inception-torchscript $(PAPER_EVALUATORS)/inception-2015-12-05.pt --dino $(PAPER_EVALUATORS)/dino \
@@ -118,7 +129,7 @@ demo: $(RUN)/export/config.yaml | $(INSTALLED)
 	$(PYTHON) -m experiments.demo --run $(RUN) --host $(DEMO_HOST) --port $(DEMO_PORT)
 
 # Resumable: finished stages are skipped, an interrupted run continues from its last checkpoint.
-ablate: $(BACKBONE)/model_index.json $(DATA)/attributes.json $(EVALUATORS)/report.json | $(INSTALLED)
+ablate: $(DATA)/attributes.json | $(BACKBONE)/model_index.json $(EVALUATORS)/report.json $(INSTALLED)
 	$(PYTHON) -m experiments.ablate_gating --config $(CONFIG) --steps $(ABLATE_STEPS) --seeds $(ABLATE_SEEDS) \
 		--workers $(ABLATE_WORKERS) --n $(EVAL_N) --runs $(ABLATE_RUNS) --out $(ABLATE_OUT) backbone.path=$(BACKBONE) data.root=$(DATA) \
 		eval.evaluators.clip_path=$(EVALUATORS)/clip eval.evaluators.parser_path=$(EVALUATORS)/parser $(ARGS)

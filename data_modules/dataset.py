@@ -1,6 +1,6 @@
 """Face items read from disk: image, label map, the 20 condition maps and a caption.
 
-An item (and, collated, a batch with a leading b) is a dict:
+An item (and, collated, a batch with a leading b) is a facemogle.batch.FaceItem:
 
     image      (3, H, W) float in [-1, 1]     the face, LANCZOS-resized to the resolution
     cond_maps  (20, 3, H, W) float in [-1, 1] facemogle.face_parts.split_mask of the labels; a dropped
@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from data_modules.face_files import read_mask
 from data_modules.layouts import FaceRecord
 from data_modules.readers import oriented
+from facemogle.batch import FaceItem
 from facemogle.face_parts import NUM_CONDITION_MAPS, split_mask
 from facemogle.faces import Faces
 
@@ -128,7 +129,7 @@ class FaceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> FaceItem:
         record = self.records[index]
         image, labels = load_face(record, self.resolution)
         labels_t = torch.from_numpy(labels).long()  # (H, W)
@@ -136,11 +137,11 @@ class FaceDataset(Dataset):
         cond = split_mask(labels_t)  # (20, 3, H, W)
         cond = torch.where(keep.view(-1, 1, 1, 1), cond, torch.full_like(cond, -1.0))
         caption = "" if drop_text else record.captions[caption_index(len(record.captions), self.train)]
-        return {
-            "image": image_to_tensor(image),
-            "cond_maps": cond,
-            "cond_keep": keep,
-            "labels": labels_t,
-            "caption": caption,
-            "key": record.key,
-        }
+        return FaceItem(
+            image=image_to_tensor(image),
+            cond_maps=cond,
+            cond_keep=keep,
+            labels=labels_t,
+            caption=caption,
+            key=record.key,
+        )

@@ -22,6 +22,9 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from transformers import AutoTokenizer, CLIPTextModel, PreTrainedTokenizerBase, T5EncoderModel
 
+from facemogle.quantization import QuantizationConfig, load_text_encoder_2, load_transformer
+from facemogle.release import check_released
+
 FLUX_DOWNLOAD_HINT = (
     "download FLUX.1-dev (gated: accept the licence at https://huggingface.co/black-forest-labs/FLUX.1-dev) "
     "with `huggingface-cli download black-forest-labs/FLUX.1-dev --local-dir {path}` on a machine with "
@@ -61,8 +64,9 @@ class FluxBackbone:
         return self
 
     def to(self, device=None, dtype=None) -> FluxBackbone:
+        # dtype only when given: diffusers' and transformers' `to` refuse any dtype argument on a quantised model
         for module in self.modules():
-            module.to(device=device, dtype=dtype)
+            module.to(device=device) if dtype is None else module.to(device=device, dtype=dtype)
         return self
 
 
@@ -85,12 +89,17 @@ def _missing_parts(root: Path) -> list[str]:
 
 
 def load_flux(
-    path: str | Path, dtype: torch.dtype = torch.bfloat16, max_sequence_length: int | None = None
+    path: str | Path,
+    dtype: torch.dtype = torch.bfloat16,
+    max_sequence_length: int | None = None,
+    quantization: QuantizationConfig | None = None,
 ) -> FluxBackbone:
     """Load a FLUX.1-dev diffusers directory from local disk; never touches the network.
 
     max_sequence_length: T5 tokens per prompt; defaults to the T5 tokenizer's model_max_length (512 for
-    FLUX.1-dev, the paper's setting)."""
+    FLUX.1-dev, the paper's setting). quantization: the transformer's and T5's storage
+    (facemogle.quantization); by default both in `dtype`."""
+    quantization = quantization or QuantizationConfig()
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"FLUX directory {root} does not exist: {FLUX_DOWNLOAD_HINT.format(path=root)}")
@@ -100,13 +109,14 @@ def load_flux(
             f"FLUX directory {root} is incomplete, missing: {', '.join(missing)}; "
             + FLUX_DOWNLOAD_HINT.format(path=root)
         )
+    check_released(root)  # the shipped tiny backbone: every file as released
     kw = {"torch_dtype": dtype, "local_files_only": True}
     tokenizer_2 = AutoTokenizer.from_pretrained(root / "tokenizer_2", local_files_only=True)
     return FluxBackbone(
-        transformer=FluxTransformer2DModel.from_pretrained(root, subfolder="transformer", **kw),
+        transformer=load_transformer(root, quantization.transformer, dtype),
         vae=AutoencoderKL.from_pretrained(root, subfolder="vae", **kw),
         text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder", **kw),
-        text_encoder_2=T5EncoderModel.from_pretrained(root, subfolder="text_encoder_2", **kw),
+        text_encoder_2=load_text_encoder_2(root, quantization.text_encoder_2, dtype),
         tokenizer=AutoTokenizer.from_pretrained(root / "tokenizer", local_files_only=True),
         tokenizer_2=tokenizer_2,
         scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(

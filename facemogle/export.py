@@ -15,7 +15,6 @@ each part through its own dataclass, so a key it does not know is still an error
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -27,6 +26,8 @@ from facemogle.data_only import refuse_resolvers
 from facemogle.flux_forward import ConditionSettings
 from facemogle.lora import LORA_FILE
 from facemogle.mogle import MoGLEConfig
+from facemogle.quantization import QuantizationConfig
+from facemogle.release import sha256
 from facemogle.sampling import SampleSettings
 
 EXPORT = "export"
@@ -44,6 +45,8 @@ class ExportSpec:
     backbone_path: str
     backbone_dtype: str = "float32"
     max_sequence_length: int | None = None  # None: the T5 tokenizer's model_max_length (at most 512)
+    # the base it samples on; an export holds only LoRA and MoGLE, so any setting loads any export
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     resolution: int = 64
     mogle: MoGLEConfig = field(default_factory=MoGLEConfig)
     condition: ConditionSettings = field(default_factory=ConditionSettings)
@@ -64,20 +67,13 @@ def read_export_spec(export: str | Path) -> ExportSpec:
         backbone_path=str(backbone.path),
         backbone_dtype=str(backbone.get("dtype", "float32")),
         max_sequence_length=backbone.get("max_sequence_length"),
+        quantization=_typed(QuantizationConfig, backbone.get("quantization")),
         resolution=int(raw.data.resolution),
         mogle=_typed(MoGLEConfig, model.mogle),
         condition=_typed(ConditionSettings, model.condition),
         cond_id_offset=tuple(model.get("cond_id_offset", (0.0, 0.0, 0.0))),
         sample=_typed(SampleSettings, raw.train.sample),
     )
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def manifest(folder: Path) -> dict[str, str]:

@@ -14,7 +14,8 @@ The block forwards below re-implement `FluxTransformerBlock.forward` and
 stream, float16's clipping included (the double block's text stream, the single block's tokens; the
 condition tokens are clipped where the stream whose weights they use is); `tests/test_flux_forward.py`
 checks they equal the stock model when there are no condition tokens, with a guidance embedding, and in
-float16 where a block overflows. The joint attention itself lives in `ConditionAttnProcessor`, a diffusers attention processor.
+float16 where a block overflows. The joint attention itself lives in `ConditionAttnProcessor`, a diffusers
+attention processor (facemogle/condition_attention.py).
 `install_condition_forward` sets that processor; each block runs through its condition-aware forward as
 a method (`forward_streams`), so that the block's work is one call on the block: FSDP gathers a block's
 sharded weights around that call (facemogle/sharding.py), as it does around `forward`.
@@ -27,19 +28,16 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from diffusers.models.attention_dispatch import dispatch_attention_fn
-from diffusers.models.embeddings import apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import (
-    FluxAttention,
-    FluxAttnProcessor,
     FluxSingleTransformerBlock,
     FluxTransformer2DModel,
     FluxTransformerBlock,
 )
 from diffusers.utils.accelerate_utils import apply_forward_hook
-from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from facemogle.condition_attention import ConditionAttnProcessor, linear
 
 
 @dataclass
@@ -53,80 +51,6 @@ class ConditionSettings:
             raise ValueError(f"cond_timestep={self.cond_timestep!r}: expected 'zero' or 'shared'")
         if self.cond_attention not in ("joint", "self"):
             raise ValueError(f"cond_attention={self.cond_attention!r}: expected 'joint' or 'self'")
-
-
-def linear(layer: nn.Module, x: torch.Tensor, lora: bool) -> torch.Tensor:
-    """Apply `layer`, skipping its LoRA adapter when `lora` is False."""
-    if lora or not isinstance(layer, BaseTunerLayer):
-        return layer(x)
-    return layer.get_base_layer()(x)
-
-
-class ConditionAttnProcessor(FluxAttnProcessor):
-    """FLUX joint attention over text, image and (optionally) condition tokens.
-
-    Without `cond_hidden_states` and with `lora_main=True` it is the stock processor, so the stock
-    transformer forward still works after `install_condition_forward`.
-    """
-
-    def __call__(
-        self,
-        attn: FluxAttention,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        image_rotary_emb: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cond_hidden_states: torch.Tensor | None = None,
-        lora_main: bool = True,
-    ):
-        # (tokens, uses the added text projections, LoRA on)
-        streams = [(hidden_states, False, lora_main)]
-        if encoder_hidden_states is not None:
-            streams.insert(0, (encoder_hidden_states, True, lora_main))
-        if cond_hidden_states is not None:
-            streams.append((cond_hidden_states, False, True))
-
-        qkv = [_project_qkv(attn, x, added, lora) for x, added, lora in streams]
-        query, key, value = (torch.cat(parts, dim=1) for parts in zip(*qkv, strict=True))  # (b, L, heads, hd)
-        if image_rotary_emb is not None:
-            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
-            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
-        out = dispatch_attention_fn(
-            query,
-            key,
-            value,
-            attn_mask=attention_mask,
-            backend=self._attention_backend,
-            parallel_config=self._parallel_config,
-        )
-        out = out.flatten(2, 3).to(query.dtype)  # (b, L, inner)
-        outs = list(out.split([x.shape[1] for x, _, _ in streams], dim=1))
-
-        if attn.pre_only:  # single-stream block: no output projection here
-            return tuple(outs) if cond_hidden_states is not None else outs[0]
-        for i, (_, added, lora) in enumerate(streams):
-            if added:
-                outs[i] = linear(attn.to_add_out, outs[i].contiguous(), lora)
-            else:
-                outs[i] = attn.to_out[1](linear(attn.to_out[0], outs[i].contiguous(), lora))
-        if encoder_hidden_states is not None:
-            outs = [outs[1], outs[0], *outs[2:]]  # stock order: image first, then text
-        return tuple(outs) if len(outs) > 1 else outs[0]
-
-
-def _project_qkv(attn: FluxAttention, x: torch.Tensor, added: bool, lora: bool):
-    if added:
-        layers, norms = (
-            (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj),
-            (attn.norm_added_q, attn.norm_added_k),
-        )
-    else:
-        layers, norms = (attn.to_q, attn.to_k, attn.to_v), (attn.norm_q, attn.norm_k)
-    q, k, v = (linear(layer, x, lora).unflatten(-1, (-1, attn.head_dim)) for layer in layers)
-    return norms[0](q), norms[1](k), v
-
-
-# --- block forwards ------------------------------------------------------------------------------
 
 
 def _modulate(norm: nn.Module, x: torch.Tensor, temb: torch.Tensor, lora: bool, chunks: int):

@@ -21,11 +21,13 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import get_wsd_schedule
 
 from facemogle.backbone import FluxBackbone
+from facemogle.batch import CachedItem, FaceItem
 from facemogle.denoiser import Denoiser, flow_matching_loss
 from facemogle.encode import TextEmbeddings, encode_images, encode_prompts
 from facemogle.flow import TimestepSampling
 from facemogle.mogle import load_balancing_loss
 from facemogle.packing import image_ids
+from facemogle.quantization import optimizer_8bit
 from facemogle.sampling import SampleOutput, SampleSettings, sample
 from facemogle.seeding import derive_seed
 from facemogle.sharding import shard_denoiser
@@ -33,7 +35,8 @@ from facemogle.sharding import shard_denoiser
 
 @dataclass
 class OptimConfig:
-    name: Literal["adamw", "prodigy"] = "adamw"
+    # adamw8bit: bitsandbytes' AdamW8bit (facemogle.quantization.optimizer_8bit), moments in 8 bits
+    name: Literal["adamw", "adamw8bit", "prodigy"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
@@ -108,7 +111,8 @@ class FaceMoGLEModule(L.LightningModule):
 
     # --- training --------------------------------------------------------------------------------
 
-    def prepare(self, batch: dict) -> Batch:
+    def prepare(self, batch: FaceItem | CachedItem) -> Batch:
+        """A collated item (facemogle.batch) as the flow loss takes it: latents, and the text's embeddings."""
         dtype = self.backbone.transformer.dtype
         if "image_latents" in batch:
             if "text_sequence" in batch:
@@ -120,7 +124,7 @@ class FaceMoGLEModule(L.LightningModule):
         cond = encode_images(self.backbone, batch["cond_maps"]).to(dtype)
         return Batch(x0, cond, encode_prompts(self.backbone, list(batch["caption"])))
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: FaceItem | CachedItem, batch_idx: int) -> torch.Tensor:
         b = self.prepare(batch)
         g = self.step_generator(batch_idx)
         noise = torch.randn(b.x0.shape, generator=g).to(b.x0)
@@ -146,7 +150,7 @@ class FaceMoGLEModule(L.LightningModule):
             derive_seed(self.seed, self.global_rank, self.global_step, micro_batch)
         )
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: FaceItem | CachedItem, batch_idx: int) -> None:
         b = self.prepare(batch)
         g = torch.Generator(device="cpu").manual_seed(batch_idx)
         noise = torch.randn(b.x0.shape, generator=g).to(b.x0)
@@ -183,8 +187,12 @@ class FaceMoGLEModule(L.LightningModule):
         cfg = self.config.optim
         if cfg.name == "prodigy":
             if cfg.mogle_lr is not None:
-                raise ValueError("train.optim.mogle_lr is for adamw: Prodigy estimates its own step size")
+                raise ValueError(
+                    "train.optim.mogle_lr is for adamw and adamw8bit: Prodigy estimates its own step size"
+                )
             optimizer = _prodigy(self.trainable_parameters(), cfg)
+        elif cfg.name == "adamw8bit":
+            optimizer = optimizer_8bit(self.param_groups(), cfg.lr, cfg.betas, cfg.weight_decay)
         else:
             optimizer = torch.optim.AdamW(
                 self.param_groups(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay

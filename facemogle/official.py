@@ -34,6 +34,14 @@ from facemogle.mogle import MoGLE, MoGLEConfig
 
 OfficialConvention = Literal["sampler", "training"]
 OFFICIAL_TIME_SCALES: dict[str, float] = {"sampler": 1000.0, "training": 1.0}
+OFFICIAL_TOKEN_DIM, OFFICIAL_EXPERT_HIDDEN = 64, 32  # the official MoGLE()'s defaults
+OFFICIAL_RENAMES = {  # the official gate's modules -> ours
+    "gating.timestep_embedding.linear_1": "gate.time_embed.linear_1",
+    "gating.timestep_embedding.linear_2": "gate.time_embed.linear_2",
+    "gating.noise_proj": "gate.noise_proj",
+    "gating.gate.0": "gate.mlp.0",
+    "gating.gate.2": "gate.mlp.2",
+}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -77,13 +85,7 @@ def convert_official_mogle(official: dict[str, torch.Tensor], config: MoGLEConfi
         "experts.w2": torch.stack([t.T for t in stack("net.2.weight")]),
         "experts.b2": torch.stack(stack("net.2.bias")),
     }
-    renames = {
-        "gating.timestep_embedding.linear_1": "gate.time_embed.linear_1",
-        "gating.timestep_embedding.linear_2": "gate.time_embed.linear_2",
-        "gating.noise_proj": "gate.noise_proj",
-        "gating.gate.0": "gate.mlp.0",
-        "gating.gate.2": "gate.mlp.2",
-    }
+    renames = OFFICIAL_RENAMES
     for old, new in renames.items():
         for p in ("weight", "bias"):
             out[f"{new}.{p}"] = take(f"{old}.{p}")
@@ -93,6 +95,41 @@ def convert_official_mogle(official: dict[str, torch.Tensor], config: MoGLEConfi
     if unexpected:
         raise ValueError(f"official MoGLE state dict has unexpected keys: {unexpected[:5]}")
     return out
+
+
+def official_class_problem(config: MoGLEConfig) -> str | None:
+    """Why the official MoGLE class cannot hold a MoGLE of this config (None: it can). The official class is
+    built with its defaults (src/moe/mogle.py, MoGLE()): 20 MLP experts Linear(64, 32), ReLU, Linear(32, 64)
+    and the dynamic gate; its sampler feeds the gate sigma x 1000."""
+    for key, value, official in (
+        ("gate", config.gate, "dynamic"),
+        ("experts", config.experts, "mlp"),
+        ("expert_set", config.expert_set, "all"),
+        ("token_dim", config.token_dim, OFFICIAL_TOKEN_DIM),
+        ("expert_hidden", config.expert_hidden, OFFICIAL_EXPERT_HIDDEN),
+        ("time_scale", config.time_scale, OFFICIAL_TIME_SCALES["sampler"]),
+    ):
+        if value != official:
+            return f"model.mogle.{key}={value!r}, the official MoGLE class holds {key} {official!r} only"
+    return None
+
+
+def to_official_mogle(state: dict[str, torch.Tensor], config: MoGLEConfig) -> dict[str, torch.Tensor]:
+    """MoGLE's state dict -> the official class's (the inverse of convert_official_mogle)."""
+    problem = official_class_problem(config)
+    if problem:
+        raise ValueError(problem)
+    experts = ["global_expert"] + [f"local_experts.{i}" for i in range(NUM_PARTS)]
+    out = {}
+    for i, e in enumerate(experts):
+        out[f"{e}.net.0.weight"] = state["experts.w1"][i].T
+        out[f"{e}.net.0.bias"] = state["experts.b1"][i]
+        out[f"{e}.net.2.weight"] = state["experts.w2"][i].T
+        out[f"{e}.net.2.bias"] = state["experts.b2"][i]
+    for old, new in OFFICIAL_RENAMES.items():
+        for p in ("weight", "bias"):
+            out[f"{old}.{p}"] = state[f"{new}.{p}"]
+    return {k: v.detach().cpu().contiguous().clone() for k, v in out.items()}
 
 
 def load_official_mogle(
@@ -122,9 +159,29 @@ def load_official_mogle(
     expected = mogle.state_dict()
     for key, value in converted.items():
         if value.shape != expected[key].shape:
+            name, shape, wanted = _as_in_file(key, value, expected[key])
             raise ValueError(
-                f"{path}: {key} has shape {tuple(value.shape)}, MoGLE(token_dim={token_dim}, "
-                f"expert_hidden={expert_hidden}) expects {tuple(expected[key].shape)}"
+                f"{path}: key {name} has shape {shape}, MoGLE(token_dim={token_dim}, "
+                f"expert_hidden={expert_hidden}) expects {wanted} (its {key})"
             )
     mogle.load_state_dict(converted, strict=True)
     return mogle
+
+
+_EXPERT_KEYS = {
+    "experts.w1": "net.0.weight",
+    "experts.b1": "net.0.bias",
+    "experts.w2": "net.2.weight",
+    "experts.b2": "net.2.bias",
+}
+
+
+def _as_in_file(key: str, value: torch.Tensor, expected: torch.Tensor) -> tuple[str, tuple, tuple]:
+    """Our key -> the official key it came from, with its shape and the one expected, as the file holds them
+    (an expert stack's first expert, Linear weights transposed back)."""
+    if key in _EXPERT_KEYS:
+        first, wanted = (value[0].T, expected[0].T) if key.endswith(("w1", "w2")) else (value[0], expected[0])
+        return f"global_expert.{_EXPERT_KEYS[key]}", tuple(first.shape), tuple(wanted.shape)
+    module, _, param = key.rpartition(".")
+    official = {ours: theirs for theirs, ours in OFFICIAL_RENAMES.items()}[module]
+    return f"{official}.{param}", tuple(value.shape), tuple(expected.shape)

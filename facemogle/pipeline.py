@@ -19,17 +19,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
-import PIL.Image
 import torch
-from diffusers import ConfigMixin, DiffusionPipeline, FlowMatchEulerDiscreteScheduler, ModelMixin
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.configuration_utils import register_to_config
-from diffusers.utils import BaseOutput
 
+from facemogle.adapter import FaceMoGLEAdapter
 from facemogle.atomic import atomic_write_json
 from facemogle.backbone import DTYPES, MODEL_FOLDERS, TOKENIZER_FOLDERS, FluxBackbone, load_flux
 from facemogle.data_only import load_tensors, load_weights
@@ -44,50 +41,19 @@ from facemogle.export import (
     manifest,
     read_export_spec,
 )
-from facemogle.flux_forward import ConditionSettings
 from facemogle.gate_analysis import region_gate_weights
 from facemogle.lora import load_lora, lora_layer_names, save_lora
 from facemogle.mask_images import mask_batch
-from facemogle.mogle import MoGLE, MoGLEConfig
+from facemogle.pipeline_output import OUTPUT_TYPES, FaceMoGLEPipelineOutput, postprocess
+from facemogle.quantization import QuantizationConfig, quantised_linears
 from facemogle.sampling import SampleSettings, sample, seed_generators
 
 log = logging.getLogger(__name__)
-OUTPUT_TYPES = ("pil", "np", "pt")
 FLUX_COMPONENTS = (
     *MODEL_FOLDERS,
     *TOKENIZER_FOLDERS,
     "scheduler",
 )  # FluxBackbone's parts, named as its folders
-
-
-class FaceMoGLEAdapter(ModelMixin, ConfigMixin):
-    """The trained condition path: MoGLE (`mogle`), the condition tokens' settings and position offset."""
-
-    _keep_in_fp32_modules = ["mogle"]  # a bf16 backbone beside a float32 MoGLE, as training exports it
-
-    @register_to_config
-    def __init__(
-        self,
-        mogle_config: dict | None = None,
-        condition_settings: dict | None = None,
-        cond_id_offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
-    ):
-        super().__init__()
-        self.mogle = MoGLE(MoGLEConfig(**(mogle_config or {})))
-
-    @property
-    def condition(self) -> ConditionSettings:
-        return ConditionSettings(**(self.config.condition_settings or {}))
-
-
-@dataclass
-class FaceMoGLEPipelineOutput(BaseOutput):
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor  # PIL, (b, H, W, 3), (b, 3, H, W); in [0, 1]
-    gate_weights: torch.Tensor | None  # (b, steps, l, e) MoGLE's weights; None without condition tokens
-    region_gate: torch.Tensor | None  # (b, steps, 19, e) their mean over each region's tokens (masks given)
-    labels: torch.Tensor | None  # (b, H, W) the label maps the faces were conditioned on
-    sigmas: torch.Tensor  # (steps,) the noise levels visited
-    text_only_condition: str | None = None  # text-to-face: what stood in for the mask
 
 
 class FaceMoGLEPipeline(DiffusionPipeline):
@@ -141,17 +107,20 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         backbone: str | Path | None = None,
         torch_dtype=None,
         allow_unverified: bool = False,
+        quantization: QuantizationConfig | None = None,
         **kwargs,
     ):
         """A saved pipeline (model_index.json), or a run's export folder (or the run folder holding it):
         the backbone from the path its config.yaml records, or `backbone` (a FLUX.1-dev directory). Either
         folder's files must match its manifest.json (facemogle.export.check_manifest) unless
-        `allow_unverified`."""
+        `allow_unverified`. quantization: the base's storage for a run's export, in place of its config.yaml's
+        (an export holds only LoRA and MoGLE, so one trained on an nf4 base samples on the bf16 one)."""
         path = Path(path)
         if (path / "model_index.json").is_file():
-            if backbone is not None:
+            if backbone is not None or quantization is not None:
                 raise ValueError(
-                    f"{path} is a saved pipeline with its own backbone: backbone= is for a run's export"
+                    f"{path} is a saved pipeline with its own backbone: backbone= and quantization= are for a "
+                    "run's export"
                 )
             check_manifest(path, verify=not allow_unverified)
             pipe = super().from_pretrained(path, torch_dtype=torch_dtype, **kwargs)
@@ -162,6 +131,8 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         spec = read_export_spec(check_export(export, verify=not allow_unverified))
         if backbone is not None:
             spec = replace(spec, backbone_path=str(backbone))
+        if quantization is not None:
+            spec = replace(spec, quantization=quantization)
         return cls.from_export(export, spec, torch_dtype)
 
     @classmethod
@@ -174,7 +145,12 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         if spec.backbone_dtype not in DTYPES:
             raise ValueError(f"backbone.dtype={spec.backbone_dtype!r}: expected one of {sorted(DTYPES)}")
         dtype = torch_dtype or DTYPES[spec.backbone_dtype]
-        flux = load_flux(spec.backbone_path, dtype=dtype, max_sequence_length=spec.max_sequence_length)
+        flux = load_flux(
+            spec.backbone_path,
+            dtype,
+            max_sequence_length=spec.max_sequence_length,
+            quantization=spec.quantization,
+        )
         flux.freeze()
         if spec.mogle.token_dim != flux.token_dim:
             raise ValueError(
@@ -203,6 +179,11 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         """The stock folders (transformer/ without LoRA, as the backbone it came from), mogle/, and the
         LoRA in diffusers' FLUX LoRA format in lora/; manifest.json, each file's sha256, last."""
         save_directory = Path(save_directory)
+        if quantised_linears(self.transformer) or quantised_linears(self.text_encoder_2):
+            raise ValueError(
+                "a pipeline on a quantised base (backbone.quantization) is not saved with its quantised weights: "
+                "save it from the unquantised base, or share the run's export (LoRA and MoGLE only)"
+            )
         if not lora_layer_names(self.transformer):
             super().save_pretrained(save_directory, **kwargs)
         else:
@@ -289,7 +270,7 @@ class FaceMoGLEPipeline(DiffusionPipeline):
         ]
         gates = torch.stack(per_token, dim=1) if per_token else None  # a scalar or static gate's, per token
         region = region_gate_weights(per_token, labels) if gates is not None and labels is not None else None
-        images = _postprocess(out.images, output_type)
+        images = postprocess(out.images, output_type)
         result = FaceMoGLEPipelineOutput(images, gates, region, labels, out.sigmas, out.text_only_condition)
         return result if return_dict else result.to_tuple()
 
@@ -315,11 +296,3 @@ class FaceMoGLEPipeline(DiffusionPipeline):
 def _settings(base: SampleSettings, **given) -> SampleSettings:
     """`base` with the values given (not None) in place of its own."""
     return replace(base, **{k: v for k, v in given.items() if v is not None})
-
-
-def _postprocess(images: torch.Tensor, output_type: str):
-    """(b, 3, H, W) in [0, 1] -> the output type; 8-bit as experiments.sample has always written them."""
-    if output_type == "pt":
-        return images
-    array = images.permute(0, 2, 3, 1).float().cpu().numpy()
-    return array if output_type == "np" else DiffusionPipeline.numpy_to_pil(array)

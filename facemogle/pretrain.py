@@ -18,6 +18,7 @@ from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, scal
 from facemogle.flow import TimestepSampling, add_noise, velocity_target
 from facemogle.flux_forward import flux_forward, install_condition_forward
 from facemogle.lit_module import OptimConfig, with_lr_schedule
+from facemogle.seeding import derive_seed
 
 
 @dataclass
@@ -84,16 +85,18 @@ class VAEPretrain(L.LightningModule):
 class FluxPretrain(L.LightningModule):
     """The FLUX transformer trained in full, text-to-image, with the rectified-flow loss."""
 
-    def __init__(self, transformer, img_ids: torch.Tensor, config: FluxStageConfig):
+    def __init__(self, transformer, img_ids: torch.Tensor, config: FluxStageConfig, seed: int = 0):
         super().__init__()
-        self.transformer, self.config = transformer, config
+        self.transformer, self.config, self.seed = transformer, config, seed
         install_condition_forward(transformer)  # the stock attention processor warns on every call
         self.register_buffer("img_ids", img_ids, persistent=False)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x0 = batch["latents"]
-        noise = torch.randn_like(x0)
-        t = self.config.timesteps.sample(x0.shape[0], device=x0.device)
+        # a function of (seed, step), as stage 2's noise is: neither the global RNG's other draws nor a resume move it
+        g = torch.Generator().manual_seed(derive_seed(self.seed, self.global_step))
+        noise = torch.randn(x0.shape, generator=g).to(x0)
+        t = self.config.timesteps.sample(x0.shape[0], generator=g).to(x0.device)
         seq = batch["text_sequence"]
         velocity = flux_forward(
             self.transformer,

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+from diffusers.utils.torch_utils import randn_tensor
 
 from facemogle.backbone import FluxBackbone
 from facemogle.denoiser import Denoiser
@@ -123,12 +124,10 @@ def initial_noise(
 ) -> torch.Tensor:
     """(n, seq_len, dim) noise: item i's from generator[i], or the batch's from one generator; drawn on the
     generator's device, so a CPU generator gives the same noise for any device."""
-    if isinstance(generator, torch.Generator):
-        noise = torch.randn(n, seq_len, dim, generator=generator, device=generator.device)
-    else:
-        if len(generator) != n:
-            raise ValueError(f"{len(generator)} generators for {n} images: give one per image, or one")
-        noise = torch.stack([torch.randn(seq_len, dim, generator=g, device=g.device) for g in generator])
+    if not isinstance(generator, torch.Generator) and len(generator) != n:
+        raise ValueError(f"{len(generator)} generators for {n} images: give one per image, or one")
+    first = generator if isinstance(generator, torch.Generator) else generator[0]
+    noise = randn_tensor((n, seq_len, dim), generator=generator, device=first.device, dtype=torch.float32)
     return noise.to(device=device, dtype=dtype)
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from data_modules.face_files import read_label_map
 from data_modules.layouts import scan
-from data_modules.synthetic import HAIR_COLORS, draw_face, main, sample_attributes
+from data_modules.synthetic import draw_face, main
+from data_modules.synthetic_drawing import HAIR_COLORS, sample_attributes
 from data_modules.validate import validate
 from facemogle.face_parts import PART_INDEX
 

@@ -10,12 +10,13 @@ import torch
 from data_modules.synthetic import write_synthetic
 from experiments import evaluate
 from experiments.config.load import load_config
+from experiments.evaluation.protocol import PAPER_DIFFERENCES, PAPER_SOURCE, paper_table
 from experiments.runs.io import export_run
 from experiments.training.build import build_module
 from facemogle.backbone import save_flux
 from facemogle.evaluators import load_clip, load_face_parser
-from facemogle.evaluators.common import file_digest
 from facemogle.face_parts import PARTS
+from facemogle.release import sha256
 
 
 @pytest.fixture
@@ -140,7 +141,7 @@ def test_evaluate_with_the_paper_protocol_writes_table_1_and_a_protocol_record(
     assert set(dino_files) == {"config.json", "model.safetensors"} and all(
         len(h) == 64 for h in dino_files.values()
     )
-    assert protocol["models"]["paper/inception"]["files"]["inception-2015-12-05.pt"] == file_digest(
+    assert protocol["models"]["paper/inception"]["files"]["inception-2015-12-05.pt"] == sha256(
         paper_standins / "inception-2015-12-05.pt"
     )
     assert (
@@ -177,3 +178,22 @@ def test_a_truncated_evaluator_weights_file_is_an_error_naming_it(evaluators, tm
         weights.write_bytes(weights.read_bytes()[:-1000])
         with pytest.raises(ValueError, match=rf"{name}/model.safetensors is not a complete safetensors file"):
             load(folder)
+
+
+def test_the_paper_table_carries_the_papers_rows_for_each_mode_and_names_the_source():
+    results = {
+        "text+mask": {"paper": {"fid": 30.0, "kid": 12.0}},
+        "mask": {"paper": {"fid": 25.0, "kid": 9.0}},
+        "text": {"paper": {"fid": 40.0, "kid": 20.0}},
+    }
+    table = paper_table(results, {})
+    lines = table.splitlines()
+    ours = lines.index("| text+mask | 30.00 | 12.00 |")
+    assert lines[ours + 1] == "| text+mask: the paper's Face-MoGLE | 22.24 | 10.87 |"
+    assert "| mask: the paper's Face-MoGLE | 19.63 | 8.29 |" in lines
+    assert "| text: the paper's Face-MoGLE | 34.81 | 21.85 |" in lines
+    assert (
+        PAPER_SOURCE in table
+        and all(f"- {d}" in lines for d in PAPER_DIFFERENCES)
+        and len(PAPER_DIFFERENCES) == 4
+    )

@@ -1,6 +1,6 @@
-"""Evaluator models: a missing one is an error saying how to get it; the trained small ones
-(`make evaluators`) on fresh synthetic faces, skipped until they exist in the run_dir of
-experiments/configs/evaluators_synthetic.yaml."""
+"""Evaluator models: a missing one is an error saying how to get it; the shipped small ones (the run_dir of
+experiments/configs/evaluators_synthetic.yaml, which `make evaluators` rebuilds elsewhere) on fresh synthetic
+faces."""
 
 from __future__ import annotations
 
@@ -34,7 +34,10 @@ def test_a_missing_model_is_an_error_naming_the_path_and_how_to_get_it(tmp_path)
         ValueError, match=r"nowhere: no CLIP model here \(does not exist.*make evaluators.*openai"
     ):
         load_clip(tmp_path / "nowhere")
-    with pytest.raises(ValueError, match=r"no face parser path given; `make evaluators`.*SegFormer"):
+    with pytest.raises(
+        ValueError,
+        match=r"no face parser path given; the repository ships .*`make evaluators` rebuilds.*SegFormer",
+    ):
         load_face_parser(None)
     with pytest.raises(ValueError, match=r"has no config.json.*make evaluators"):
         load_face_parser(tmp_path)

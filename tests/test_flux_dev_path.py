@@ -149,6 +149,16 @@ def test_the_quick_ablation_runs_on_the_paper_config(space):
         [
             *("--config", PAPER, "--quick", "--variants", "full,plain", "--seeds", "0"),
             *(
+                "--n",
+                "2",
+                "--probe-n",
+                "2",
+                "--curve-n",
+                "2",
+                "--sweep-n",
+                "2",
+            ),  # the test split holds 2 faces
+            *(
                 "--runs",
                 str(space / "ablate"),
                 "--out",

@@ -1,6 +1,7 @@
 """On a fresh clone, an entry point that needs the embedded default's data, backbone, evaluators or trained run
-stops with one line naming the make target that builds what is missing: never a traceback, never how to
-download FLUX.1-dev for the tiny backbone (experiments/runs/prerequisites.py)."""
+stops with one line naming the make target that builds what is missing (the backbone and evaluators ship with
+the clone; git restores them): never a traceback, never how to download FLUX.1-dev for the tiny backbone
+(experiments/runs/prerequisites.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,7 @@ from experiments.runs.prerequisites import require_config, require_run
 
 REPO = Path(__file__).resolve().parents[1]
 MISSING_DEFAULT = (
-    "data/synthetic, checkpoints/tiny-flux, checkpoints/evaluators/synthetic/clip, "
-    "checkpoints/evaluators/synthetic/parser are missing: `make data backbone evaluators` builds them"
+    "data/synthetic is missing: `make data` builds it"  # the clone ships the backbone and evaluators
 )
 MISSING_RUN = "runs/tiny/export is missing: `make train` builds it"
 COMMANDS = {  # entry point arguments -> what the one line must say
@@ -46,7 +46,8 @@ COMMANDS = {  # entry point arguments -> what the one line must say
 
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory) -> Path:
-    """The repository's files as a clone has them: tracked and not ignored, no data/, checkpoints/ or runs/."""
+    """The repository's files as a clone has them: tracked and not ignored (the shipped checkpoints/), no data/
+    or runs/."""
     root = tmp_path_factory.mktemp("clone")
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
@@ -93,15 +94,17 @@ def test_the_guidance_sweep_names_make_train_for_the_missing_run(clone, monkeypa
         guidance_sweep.main(["--run", "runs/tiny", "--text-scales", "2", "--mask-scales", "4"])
 
 
-def test_a_run_whose_tiny_backbone_is_missing_names_make_backbone_not_flux_dev(clone, monkeypatch):
-    monkeypatch.chdir(clone)
+def test_a_run_whose_shipped_backbone_is_missing_names_git_checkout_not_flux_dev(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a copied run, in a folder without the shipped checkpoints/
     export = Path("runs/copied/export")
     export.mkdir(parents=True)
     (export / "config.yaml").write_text(to_yaml(load_config(REPO / "experiments/configs/tiny.yaml")))
-    with pytest.raises(ValueError, match=r"^checkpoints/tiny-flux is missing: `make backbone` builds it"):
+    restore = "`git checkout -- checkpoints/tiny-flux` restores the shipped files"
+    with pytest.raises(ValueError, match=rf"^checkpoints/tiny-flux is missing: {restore}"):
         require_run("runs/copied")
     with pytest.raises(
-        ValueError, match=r"^data/synthetic, checkpoints/tiny-flux are missing: `make data backbone`"
+        ValueError,
+        match=rf"^data/synthetic, checkpoints/tiny-flux are missing: `make data` builds it; {restore}",
     ):
         require_run("runs/copied", data=True)
 
@@ -118,10 +121,10 @@ def test_paths_the_makefile_builds_elsewhere_name_its_variables_and_others_are_l
             "eval.evaluators.parser_path=checkpoints/evaluators/other/parser",
         ],
     )
-    with pytest.raises(ValueError, match=r"`make data backbone evaluators DATA=data/synthetic-small "):
-        require_config(config)
     with pytest.raises(
-        ValueError, match=r"BACKBONE=checkpoints/tiny-2 EVALUATORS=checkpoints/evaluators/other`"
+        ValueError,
+        match=r"`make data checkpoints/tiny-2/model_index.json checkpoints/evaluators/other/report.json "
+        r"DATA=data/synthetic-small BACKBONE=checkpoints/tiny-2 EVALUATORS=checkpoints/evaluators/other`",
     ):
         require_config(config)
     require_config(load_config("experiments/configs/flux_mmcelebahq.yaml"), evaluators=False)  # load_flux's

@@ -122,3 +122,44 @@ def test_experiments_top_level_files_are_entry_points_only():
     files = {path.stem for path in (REPO / "experiments").glob("*.py")} - {"__init__"}
     assert len(files) >= 10
     assert files == entry_points()
+
+
+TRAINER_FACTORY = REPO / "experiments" / "training" / "trainer.py"
+
+
+def trainer_calls(path: Path) -> list[int]:
+    """Lines of the file that construct a Lightning Trainer (`Trainer(...)`, `L.Trainer(...)`)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        func = node.func if isinstance(node, ast.Call) else None
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if name == "Trainer":
+            found.append(node.lineno)
+    return found
+
+
+def test_every_stage_builds_its_trainer_in_the_one_factory():
+    builders = {
+        path: lines for package in PACKAGES for path in sources(package) if (lines := trainer_calls(path))
+    }
+    assert list(builders) == [TRAINER_FACTORY] and len(builders[TRAINER_FACTORY]) == 1, builders
+
+
+def test_the_trainer_check_sees_a_second_factory(tmp_path):
+    extra = tmp_path / "other.py"
+    extra.write_text("import lightning as L\n\ndef f():\n    return L.Trainer(max_steps=1)\n")
+    assert trainer_calls(extra) == [4]
+
+
+# The model and data code stays in short files with one job each (experiments/ holds the long ablation reports).
+MAX_LINES = 300
+
+
+def test_no_model_data_or_callback_file_is_over_max_lines():
+    long = {
+        str(path.relative_to(REPO)): n
+        for package in ("facemogle", "callbacks", "data_modules")
+        for path in sources(package)
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}

@@ -13,9 +13,10 @@ from safetensors.torch import load_file
 from experiments.config.load import load_config
 from experiments.runs.io import export_run, load_run
 from experiments.training.build import build_module
+from facemogle.adapter import FaceMoGLEAdapter
 from facemogle.backbone import save_flux
 from facemogle.face_parts import CONDITION_MAPS, colorize
-from facemogle.pipeline import FaceMoGLEAdapter, FaceMoGLEPipeline
+from facemogle.pipeline import FaceMoGLEPipeline
 from facemogle.sampling import SampleSettings, sample, seed_generators
 from facemogle.tiny_backbone import flux_dev_shaped
 from tests.golden_samples import export_tiny_run

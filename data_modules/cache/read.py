@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from data_modules.cache.key import _shard_name, is_complete
 from data_modules.dataset import Dropout, caption_index, sample_dropout
 from data_modules.layouts import FaceRecord
+from facemogle.batch import CachedItem
 
 
 @dataclass
@@ -96,21 +97,21 @@ class CachedDataset(Dataset):
         present = shard.cond_present[r]
         return rows[present.cumsum(0) * (present & keep)]  # row 0: the empty map
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int) -> CachedItem:
         row = self.rows[index]
         j, r = divmod(row, self.shard_size)
         shard = self._shard(j)
         record = self.records[index]
         keep, drop_text = sample_dropout(self.dropout)
         c = caption_index(len(record.captions), self.train)
-        item = {
-            "image_latents": shard.file.get_slice("image_latents")[r],
-            "cond_latents": self._cond_latents(shard, r, keep),
-            "cond_keep": keep,
-            "labels": shard.file.get_slice("labels")[r].long(),
-            "caption": "" if drop_text else record.captions[c],
-            "key": record.key,
-        }
+        item = CachedItem(
+            image_latents=shard.file.get_slice("image_latents")[r],
+            cond_latents=self._cond_latents(shard, r, keep),
+            cond_keep=keep,
+            labels=shard.file.get_slice("labels")[r].long(),
+            caption="" if drop_text else record.captions[c],
+            key=record.key,
+        )
         if self.text and drop_text:
             item["text_sequence"] = self.common["empty_text_sequence"]
             item["text_pooled"] = self.common["empty_text_pooled"]

@@ -29,7 +29,6 @@ from experiments.ablation.provenance import (
     directory_sha256,
     git_commit,
     hours_minutes,
-    machine,
     study_seconds,
 )
 from experiments.ablation.reports import evaluated
@@ -39,6 +38,7 @@ from experiments.ablation.sweep import read_sweep
 from experiments.ablation.variants import PAPER, PAPER_COLUMNS
 from experiments.ablation.workers import read_elapsed
 from facemogle.atomic import atomic_write_json, atomic_write_text
+from facemogle.release import machine
 
 CURVE_METRICS = ("mask_miou", "fid", "clip_score")
 NO_SWEEP = "Not run: full's first seed has not finished, or its backbone samples with a guidance embedding."

@@ -46,7 +46,7 @@ def to_editor(labels: np.ndarray) -> dict:
 
 
 # An upload's limits, checked before it is decoded: a mask needs no more (the model's faces are 64^2 to 512^2),
-# and a 291 KB PNG of 10000^2 pixels once took 24 s and 9 GB to read.
+# and a small compressed file can decode to gigabytes (the figure is in docs/faults.md).
 MAX_UPLOAD_BYTES = 8 * 2**20
 MAX_UPLOAD_PIXELS = 2048 * 2048
 

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from experiments.config.rules import RULES, check_rules
 from experiments.config.schema import Config
+from facemogle.quantization import check_strategy
 
 
 class Sources:
@@ -40,6 +41,7 @@ def check_config(config: Config, sources: Sources | None = None) -> None:
         return f" (from {sources.of(key)})" if sources is not None else ""
 
     check_rules(config, RULES, where=where)
+    check_strategy(config.backbone.quantization, config.trainer.strategy)
     factor = _patch_multiple(Path(config.backbone.path))
     if factor is not None and config.data.resolution % factor:
         key = "data.resolution"

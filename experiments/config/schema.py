@@ -27,18 +27,22 @@ from facemogle.lora import LoRASettings
 from facemogle.metrics.suite import MetricsConfig
 from facemogle.mogle import MoGLEConfig
 from facemogle.pretrain import FluxStageConfig, VAEStageConfig
+from facemogle.quantization import QuantizationConfig
 from facemogle.tiny_backbone import TinyFluxConfig
 
 
 @dataclass
 class BackboneConfig:
-    # A diffusers FLUX directory: FLUX.1-dev, or the tiny one `make backbone` pretrains.
+    # A diffusers FLUX directory: FLUX.1-dev, or the shipped tiny one (`make backbone` rebuilds it).
     path: str = "checkpoints/tiny-flux"
     dtype: str = "float32"  # float32 | bfloat16 | float16: the frozen backbone's weights
     gradient_checkpointing: bool = False
     max_sequence_length: int | None = (
         None  # T5 tokens; None: the tokenizer's model_max_length (512 for FLUX.1-dev)
     )
+    # The frozen transformer's and T5's storage: none | int8 | nf4 | fp8 each (facemogle.quantization,
+    # docs/flux-dev.md); LoRA sits on the quantised layers, MoGLE stays in full precision.
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
 
 
 @dataclass
@@ -47,6 +51,9 @@ class ModelConfig:
     condition: ConditionSettings = field(default_factory=ConditionSettings)
     lora: LoRASettings = field(default_factory=LoRASettings)
     cond_id_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # A run (or its export/ folder) whose LoRA and MoGLE this run starts from: a run trained here or one
+    # `python -m experiments.import_official` wrote. Its model.mogle and model.lora must equal this run's.
+    init_from: str | None = None
 
 
 @dataclass

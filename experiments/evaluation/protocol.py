@@ -15,9 +15,9 @@ from pathlib import Path
 
 from facemogle.atomic import atomic_write_json
 from facemogle.evaluators import EvaluatorConfig
-from facemogle.evaluators.common import file_digest
 from facemogle.evaluators.config import PaperEvaluatorConfig
 from facemogle.face_parts import PARTS
+from facemogle.release import sha256
 
 REPO = Path(__file__).resolve().parents[1]
 SKIPPED_WEIGHTS = (".h5", ".msgpack", ".onnx", ".ot")  # other frameworks' copies that no loader here reads
@@ -79,7 +79,7 @@ def model_record(path: str | Path, digests: dict[str, str]) -> dict:
         stat = file.stat()
         key = f"{file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
         if key not in digests:
-            digests[key] = file_digest(file)
+            digests[key] = sha256(file)
         files[str(file.relative_to(path)) if path.is_dir() else file.name] = digests[key]
     return {"path": str(path), "files": files}
 
@@ -145,6 +145,38 @@ def protocol_record(
     }
 
 
+# Face-MoGLE's own rows of its Table 1 (arXiv 2509.00428v1: MM-CelebA-HQ, the last 3,000 faces as test, 512^2,
+# 28 steps; KID x 1000, CLIP score in %), by our mode names; the values as issue 29 quotes them.
+PAPER_SOURCE = "arXiv 2509.00428v1, Table 1 (Face-MoGLE's rows, MM-CelebA-HQ test, 512², 28 steps)"
+PAPER_REFERENCE = {
+    "text+mask": {
+        "fid": 22.24,
+        "kid": 10.87,
+        "cmmd": 0.477,
+        "mask": 2.44,
+        "text": 26.32,
+        "image_reward": 0.7014,
+    },
+    "mask": {"fid": 19.63, "kid": 8.29, "cmmd": 0.399, "mask": 2.57, "text": 24.53, "image_reward": 0.0398},
+    "text": {"fid": 34.81, "kid": 21.85, "cmmd": 0.636, "mask": 4.94, "text": 26.91, "image_reward": 0.9527},
+}
+# The same model's zero-shot row (MM-FFHQ-Female, multimodal), for a run evaluated on that set.
+PAPER_ZERO_SHOT = {
+    "fid": 62.93,
+    "kid": 31.27,
+    "cmmd": 1.238,
+    "mask": 2.77,
+    "text": 28.06,
+    "image_reward": 0.1801,
+}
+PAPER_DIFFERENCES = (
+    "the image count (the paper's 3,000 test faces; FID, KID and the official Mask depend on it)",
+    "the crop and resize each metric applies to the faces (the protocol record's `preprocessing`)",
+    "Text: the official runs OpenAI's CLIP in float16 (clip.load on a GPU), this evaluation in float32",
+    "the evaluator models named by path (the protocol record's `models`), which must be the paper's",
+)
+
+
 def _cell(value, fmt: str) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
 
@@ -163,10 +195,18 @@ def paper_table(results: dict[str, dict], labels: dict[str, str]) -> str:
         paper = values.get("paper", {})
         cells = [_cell(paper.get(key), fmt) for key, _, fmt in columns]
         lines.append(f"| {labels.get(mode, mode)} | " + " | ".join(cells) + " |")
+        if mode in PAPER_REFERENCE:
+            cells = [_cell(PAPER_REFERENCE[mode].get(key), fmt) for key, _, fmt in columns]
+            lines.append(f"| {labels.get(mode, mode)}: the paper's Face-MoGLE | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Mask is the official figure (per-image distances summed over batches of 64, averaged over the "
         "batches: it depends on the image count); the per-image columns do not.",
+        "",
+        f"The paper's rows: {PAPER_SOURCE}; its zero-shot row (MM-FFHQ-Female, text+mask): "
+        + ", ".join(f"{key} {value}" for key, value in PAPER_ZERO_SHOT.items())
+        + ". What still differs from its protocol:",
+        *(f"- {difference}" for difference in PAPER_DIFFERENCES),
     ]
     return "\n".join(lines) + "\n"
 

@@ -39,9 +39,11 @@ from experiments.evaluation.protocol import (
     protocol_record,
 )
 from experiments.runs.io import LoadedRun, load_run
+from experiments.runs.official import source_record
 from facemogle.atomic import atomic_write_json, atomic_write_text
 from facemogle.evaluators import EvaluatorConfig
 from facemogle.evaluators.config import PaperEvaluatorConfig
+from facemogle.export import EXPORT
 from facemogle.face_parts import PARTS
 from facemogle.faces import Faces
 from facemogle.metrics.paper import PaperMetrics, build_paper_metrics
@@ -182,6 +184,8 @@ def evaluate_run(settings: EvalSettings) -> Evaluation:
         "sample": vars(sampling),
         "text_only_condition": sampling.text_only_condition if "text" in settings.modes else None,
         "evaluators": vars(settings.evaluators),
+        # an imported official release: its source files and their sha256 (experiments.import_official)
+        "official_release": source_record(Path(settings.run) / EXPORT),
     }
     protocol = protocol_record(
         models=models_record(

@@ -75,6 +75,7 @@ def export_spec(config: Config) -> ExportSpec:
         backbone_path=config.backbone.path,
         backbone_dtype=config.backbone.dtype,
         max_sequence_length=config.backbone.max_sequence_length,
+        quantization=config.backbone.quantization,
         resolution=config.data.resolution,
         mogle=model.mogle,
         condition=model.condition,

@@ -1,13 +1,14 @@
-"""What a command needs of the embedded default before it runs, and the make target that builds what is missing.
+"""What a command needs of the embedded default before it runs, and how to get what is missing.
 
-A fresh clone has none of the embedded default's pieces: data/synthetic (`make data`), the tiny FLUX in
-checkpoints/tiny-flux (`make backbone`), the small evaluators in checkpoints/evaluators/synthetic
-(`make evaluators`) and the trained run runs/tiny (`make train`). The entry points check what they need first
-and stop with one line naming the target, instead of failing deep inside a loader, whose message for a missing
-backbone is how to download FLUX.1-dev. A path is taken for one the Makefile builds when it is the default or
-looks like one (a backbone directory named tiny*, a data folder named *synthetic*, an evaluator folder named
-clip or parser): the target then carries the Makefile variable (`make backbone BACKBONE=DIR`). Any other path
-is left to its loader's own message (FLUX.1-dev, a real data set, a downloaded CLIP).
+A fresh clone ships the embedded default's fixed parts (the tiny FLUX in checkpoints/tiny-flux, the small
+evaluators in checkpoints/evaluators/synthetic; facemogle.release) and lacks the rest: data/synthetic
+(`make data`) and the trained run runs/tiny (`make train`). The entry points check what they need first and
+stop with one line naming the make command that builds it, or for a shipped part the `git checkout` that
+restores it, instead of failing deep inside a loader, whose message for a missing backbone is how to download
+FLUX.1-dev. A path is taken for one the Makefile builds when it is the default or looks like one (a backbone
+directory named tiny*, a data folder named *synthetic*, an evaluator folder named clip or parser): the target
+then carries the Makefile variable (`make DIR/model_index.json BACKBONE=DIR`). Any other path is left to its
+loader's own message (FLUX.1-dev, a real data set, a downloaded CLIP).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ DATA, BACKBONE, EVALUATORS, RUN = (
 @dataclass(frozen=True)
 class Missing:
     path: str
-    target: str  # make target
+    target: str | None  # the make target building it; None: shipped with the repository, git restores it
     variable: str | None = None  # VARIABLE=value, when the path is not the Makefile's default
 
 
@@ -50,16 +51,20 @@ def missing_data(root: str) -> Missing | None:
 def missing_backbone(path: str) -> Missing | None:
     if (Path(path) / "model_index.json").is_file():
         return None
-    if not (Path(path) == Path(BACKBONE) or Path(path).name.startswith("tiny")):
+    if Path(path) == Path(BACKBONE):
+        return Missing(path, None)
+    if not Path(path).name.startswith("tiny"):
         return None  # FLUX.1-dev or another download: load_flux says where to get it
-    return _missing(path, "backbone", "BACKBONE", BACKBONE)
+    return Missing(path, f"{path}/model_index.json", f"BACKBONE={path}")
 
 
 def missing_evaluator(path: str | None) -> Missing | None:
     if path is None or (Path(path) / "config.json").is_file() or Path(path).name not in ("clip", "parser"):
         return None  # no path is the loader's error; a downloaded model its own
     folder = str(Path(path).parent)
-    return _missing(path, "evaluators", "EVALUATORS", EVALUATORS, folder)
+    if Path(folder) == Path(EVALUATORS):
+        return Missing(path, None)
+    return Missing(path, f"{folder}/report.json", f"EVALUATORS={folder}")
 
 
 def missing_run(run: str) -> Missing | None:
@@ -69,17 +74,25 @@ def missing_run(run: str) -> Missing | None:
 
 
 def require(*found: Missing | None) -> None:
-    """A ValueError, one line, naming every missing piece and the one make command that builds them all."""
+    """A ValueError, one line, naming every missing piece, the one make command that builds them and the git
+    command that restores the shipped ones."""
     missing = [m for m in found if m is not None]
     if not missing:
         return
-    targets = list(dict.fromkeys(m.target for m in missing))
-    variables = list(dict.fromkeys(m.variable for m in missing if m.variable))
-    command = " ".join(["make", *targets, *variables])
-    paths = ", ".join(m.path for m in missing)
+    built = [m for m in missing if m.target is not None]
+    shipped = list(dict.fromkeys(m.path for m in missing if m.target is None))
+    how = []
+    if built:
+        targets = list(dict.fromkeys(m.target for m in built))
+        variables = list(dict.fromkeys(m.variable for m in built if m.variable))
+        how.append(
+            f"`{' '.join(['make', *targets, *variables])}` builds {'it' if len(built) == 1 else 'them'}"
+        )
+    if shipped:
+        how.append(f"`git checkout -- {' '.join(shipped)}` restores the shipped files")
     verb = "is" if len(missing) == 1 else "are"
     raise ValueError(
-        f"{paths} {verb} missing: `{command}` builds {'it' if len(missing) == 1 else 'them'} (docs/training.md)"
+        f"{', '.join(m.path for m in missing)} {verb} missing: {'; '.join(how)} (docs/training.md)"
     )
 
 

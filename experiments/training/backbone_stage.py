@@ -117,7 +117,7 @@ def train_flux(
     samples = LatentCaptions(latents, text, encode_prompts(backbone, [""]), c.text_dropout)
     data = DataLoader(samples, batch_size=c.batch_size, shuffle=True, drop_last=True)
     side = config.resolution // backbone.vae_scale_factor
-    module = FluxPretrain(backbone.transformer.train(), image_ids(side, side), c)
+    module = FluxPretrain(backbone.transformer.train(), image_ids(side, side), c, config.seed)
     trainer = stage_trainer(config, "flux", c.steps, logger)
     trainer.fit(module, data)
     backbone.transformer.eval()

@@ -40,6 +40,7 @@ from experiments.training.build import build_module
 from experiments.training.loggers import make_logger
 from experiments.training.memory import check_memory
 from experiments.training.strategy import make_strategy
+from experiments.training.trainer import build_trainer
 from facemogle.atomic import atomic_write_text
 from facemogle.metrics.suite import build_generation_metrics
 
@@ -87,27 +88,23 @@ def plugins(config: Config) -> list:
 
 def make_trainer(config: Config, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     t = config.trainer
-    return L.Trainer(
-        default_root_dir=config.run_dir,
-        max_steps=t.max_steps,
-        precision=t.precision,
+    return build_trainer(
+        config.run_dir,
+        t,
+        t.max_steps,
+        make_logger(config),
+        make_callbacks(config) + list(extra_callbacks or []),
+        plugins(config),
         accumulate_grad_batches=t.accumulate_grad_batches,
         gradient_clip_val=t.gradient_clip_val,
-        accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=make_strategy(t),
-        plugins=plugins(config),
         # data_modules.resumable splits the training order by rank itself; a DistributedSampler around it
         # would split it again (and break mid-epoch resume)
         use_distributed_sampler=False,
-        log_every_n_steps=t.log_every_n_steps,
         val_check_interval=t.val_check_interval,
         check_val_every_n_epoch=None if t.val_check_interval else 1,
-        logger=make_logger(config),
-        callbacks=make_callbacks(config) + list(extra_callbacks or []),
-        enable_progress_bar=t.progress_bar,
-        enable_model_summary=False,
     )
 
 
@@ -168,10 +165,10 @@ def _fit(
     L.seed_everything(config.seed, workers=True)
     run_dir = Path(config.run_dir)
     atomic_write_text(run_dir / "config.yaml", to_yaml(config))
-    module = build_module(config)
+    checkpoint = last_checkpoint(config) if resume else None
+    module = build_module(config, init=checkpoint is None)  # a checkpoint holds the weights init_from gave
     data = FaceDataModule(config.data, module.backbone)
     trainer = make_trainer(config, extra_callbacks)
-    checkpoint = last_checkpoint(config) if resume else None
     if resume and checkpoint is None:
         log.warning("--resume: no checkpoint in %s loads: training starts at step 0", run_dir / CHECKPOINTS)
     elif resume:

@@ -1,7 +1,8 @@
-"""Trainers for the runs made of stages trained one after another on one device: stage 1 (the VAE, then the
-FLUX transformer) and the evaluators (the parser, then the CLIP). Each stage keeps its own last.ckpt; the
-stages share one W&B run (their metrics are prefixed STAGE/), while CSV logs go apart, as each stage's
-steps count from 0."""
+"""The one Trainer factory (`build_trainer`) every stage's Trainer comes from: stage 2
+(experiments.training.run.make_trainer), and the runs made of stages trained one after another on one
+device (`stage_trainer`): stage 1 (the VAE, then the FLUX transformer) and the evaluators (the parser, then
+the CLIP). Each of those stages keeps its own last.ckpt; they share one W&B run (their metrics are prefixed
+STAGE/), while CSV logs go apart, as each stage's steps count from 0."""
 
 from __future__ import annotations
 
@@ -28,6 +29,32 @@ def stage_loggers(config, stages: Sequence[str]) -> dict[str, Logger | bool]:
     return dict.fromkeys(stages, shared)
 
 
+def build_trainer(
+    run_dir: str | Path,
+    t,
+    max_steps: int,
+    logger: Logger | bool,
+    callbacks: list[L.Callback],
+    plugins: list,
+    **trainer_kwargs,
+) -> L.Trainer:
+    """A Trainer for `max_steps` steps from `t` (a TrainerConfig or StageTrainerConfig): its precision,
+    accelerator, logging interval and progress bar; `trainer_kwargs` are the stage's own (devices, strategy)."""
+    return L.Trainer(
+        default_root_dir=run_dir,
+        max_steps=max_steps,
+        precision=t.precision,
+        accelerator=t.accelerator,
+        plugins=plugins,
+        logger=logger,
+        callbacks=callbacks,
+        log_every_n_steps=t.log_every_n_steps,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        **trainer_kwargs,
+    )
+
+
 def stage_trainer(
     config, stage: str, steps: int, logger: Logger | bool, lr_monitor: bool = True, **trainer_kwargs
 ) -> L.Trainer:
@@ -44,17 +71,6 @@ def stage_trainer(
     ]
     if logger and lr_monitor:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    return L.Trainer(
-        default_root_dir=config.run_dir,
-        max_steps=steps,
-        precision=t.precision,
-        accelerator=t.accelerator,
-        devices=1,
-        plugins=[AtomicCheckpointIO()],
-        logger=logger,
-        callbacks=callbacks,
-        log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
-        enable_model_summary=False,
-        **trainer_kwargs,
+    return build_trainer(
+        config.run_dir, t, steps, logger, callbacks, [AtomicCheckpointIO()], devices=1, **trainer_kwargs
     )

@@ -1,9 +1,8 @@
 """What every evaluator model shares: image normalisation, PIL preprocessing as the reference code runs it,
-the checks of a model directory or file, and file digests."""
+the checks of a model directory or file (a released one against its release.json)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,9 +11,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from facemogle.release import check_released
+
 # How to get the small evaluators the synthetic set is scored with; named in every missing-model error.
 MAKE_EVALUATORS = (
-    "`make evaluators` trains the small synthetic ones into checkpoints/evaluators/synthetic/{parser,clip} "
+    "the repository ships the small synthetic ones in checkpoints/evaluators/synthetic/{parser,clip} "
+    "(`git checkout -- checkpoints/evaluators` restores them); `make evaluators` rebuilds them "
     "(python -m experiments.train_evaluators --config experiments/configs/evaluators_synthetic.yaml)"
 )
 
@@ -29,6 +31,7 @@ def require_model_dir(path: str | Path | None, what: str, hint: str) -> Path:
         raise ValueError(
             f"{path}: no {what} here ({missing}; expected a transformers model directory); {hint}"
         )
+    check_released(path)
     return path
 
 
@@ -53,6 +56,7 @@ def require_file(path: str | Path | None, what: str, hint: str) -> Path:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no {what} here (the file does not exist); {hint}")
+    check_released(path)
     return path
 
 
@@ -75,12 +79,3 @@ def pil_pixels(images: list[Image.Image], mean: Sequence[float], std: Sequence[f
     array = np.stack([np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0 for image in images])
     pixels = torch.from_numpy(array).permute(0, 3, 1, 2)
     return (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

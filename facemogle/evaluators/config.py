@@ -16,7 +16,8 @@ FEATURE_EXTRACTORS = ("inception", "clip")
 @dataclass
 class EvaluatorConfig:
     """Where the evaluator models are; None: the metrics that need one are left out. Synthetic data: the
-    small ones `make evaluators` trains (clip_path RUN_DIR/clip, parser_path RUN_DIR/parser). Real data:
+    small ones shipped in checkpoints/evaluators/synthetic (clip/, parser/; `make evaluators` rebuilds them).
+    Real data:
     features="inception" with inception_path, clip_path a CLIP directory (e.g. openai/clip-vit-large-patch14),
     parser_path a SegFormer face parser (with parser_label_order if its classes are in another order)."""
 
@@ -55,7 +56,7 @@ class PaperEvaluatorConfig:
     """The models of Face-MoGLE's own evaluation (src/eval/), by local path; None leaves that column out.
     Real data: inception_path clean-fid's inception-2015-12-05.pt, cmmd_clip_path openai/clip-vit-large-patch14-336,
     text_clip_path openai/clip-vit-base-patch16, dino_path facebook/dino-vitb8, image_reward_path a directory
-    with ImageReward-v1.0 (facemogle.evaluators.image_reward). The embedded default: `make evaluators` writes
+    with ImageReward-v1.0 (facemogle.evaluators.image_reward). The embedded default ships (paper_evaluators writes)
     small stand-ins of the same classes (facemogle.evaluators.standins)."""
 
     inception_path: str | None = None  # FID / KID (clean-fid)
