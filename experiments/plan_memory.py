@@ -50,7 +50,7 @@ def table(arch: Architecture, base: MemorySettings) -> str:
         for resolution in (512, 1024):
             for ckpt in (True, False):
                 for batch in (1, 2, 4):
-                    for text in ("t5", "cached"):
+                    for text in ("encoded", "cached", "cpu"):
                         s = replace(
                             base,
                             transformer_quantization=quant,

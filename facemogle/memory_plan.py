@@ -9,11 +9,11 @@
                  the batch): torch's MemTracker following the real Denoiser's forward and backward under
                  FakeTensorMode, so nothing is allocated
 
-Tracing FLUX.1-dev whole (57 blocks) takes minutes, and its blocks repeat, so the transformer is traced at full
-width three times, with (2 double, 2 single), (3, 2) and (2, 3) blocks, and the peak activations extrapolated
-linearly to the real block counts (19 and 38 for FLUX.1-dev): each extra block adds its saved activations
-(its inputs alone under gradient checkpointing), while the recomputation peak of one block stays. (From one
-block to two the peak moves to another point of the step, so the increments are measured past two.)
+Tracing FLUX.1-dev whole (57 blocks) takes minutes, and its blocks repeat, so the transformer is traced once at
+full width with 2 double and 2 single blocks. The blocks entered one after the other show what each leaves
+behind (its saved activations, or under gradient checkpointing its output alone); a deep transformer's step
+peaks inside the blocks' backward, with every block's leavings alive, so each block beyond the traced ones
+adds its leavings to that peak (19 and 38 blocks for FLUX.1-dev).
 
 Not counted: the CUDA context and allocator fragmentation (typically 0.5-1.5 GiB on top), the VAE decoding at
 the end of sampling, and the T5 encoding's own activations (freed before the transformer runs, and far below
@@ -28,7 +28,7 @@ import torch
 from diffusers import AutoencoderKL, FluxTransformer2DModel
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _ModState
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
 from facemogle.denoiser import Denoiser, flow_matching_loss
@@ -41,7 +41,9 @@ from facemogle.packing import image_ids
 GiB = 2**30
 QUANTIZATIONS = ("none", "int8", "nf4", "fp8")
 OPTIMIZERS = ("adamw", "prodigy", "adamw8bit")
-TEXT_PATHS = ("t5", "cached")  # T5 held on the accelerator | captions' embeddings cached, T5 elsewhere
+# Where T5 is and when it runs: on the accelerator encoding each step's captions (data.cache_text false); on the
+# accelerator with the captions' embeddings cached; in host memory (backbone.t5_on_cpu)
+TEXT_PATHS = ("encoded", "cached", "cpu")
 DTYPE_BYTES = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Bytes per quantised nn.Linear weight, and per output row or per tensor on top: bitsandbytes LLM.int8 keeps a
@@ -53,9 +55,9 @@ QUANT_BYTES = {"int8": 1.0, "nf4": 0.5 + 4 / 64, "fp8": 1.0}
 # absmax per block of 256 for tensors of at least 4096 elements, two float32 moments for smaller ones.
 OPTIMIZER_STATES = {"adamw": 2, "prodigy": 4}
 BNB_MIN_8BIT_SIZE, BNB_BLOCK = 4096, 256
-# (double, single) blocks traced, then one more of each: the first blocks shift where the peak falls, so the
-# increments are measured past them
-BASE = (2, 2)
+# (double, single) blocks traced: the last two of each kind show what one block leaves behind for the next
+# (the first double block leaves less than the rest: its input was made before it)
+BASE = (3, 2)
 
 # FLUX.1-dev's configs (black-forest-labs/FLUX.1-dev, the config.json of each folder, sizes only).
 FLUX_DEV_TRANSFORMER = {
@@ -132,7 +134,7 @@ class MemorySettings:
     transformer_quantization: str = "none"
     text_encoder_2_quantization: str = "none"
     optimizer: str = "prodigy"
-    text_path: str = "t5"
+    text_path: str = "encoded"
     max_sequence_length: int = 512
     lora: LoRASettings = field(default_factory=LoRASettings)
     mogle: MoGLEConfig = field(default_factory=MoGLEConfig)
@@ -265,7 +267,7 @@ def frozen_weight_bytes(arch: Architecture, s: MemorySettings) -> int:
         total = module_bytes(models["transformer"], s.frozen_dtype, s.transformer_quantization)
         for name in ("text_encoder", "vae"):
             total += module_bytes(models[name], s.frozen_dtype, "none")
-        if s.text_path == "t5":
+        if s.text_path != "cpu":
             total += module_bytes(models["text_encoder_2"], s.frozen_dtype, s.text_encoder_2_quantization)
         return total
 
@@ -338,8 +340,7 @@ class FrozenAwareTracker(MemTracker):
 
 def step_peak(tracker: MemTracker) -> dict[str, int]:
     """The tracker's peak snapshot of the one device the step ran on, by kind (_MemRefType values)."""
-    (snapshot,) = tracker.get_tracker_snapshot("peak").values()
-    return {str(getattr(k, "value", k)): v for k, v in snapshot.items()}
+    return _by_kind(tracker.get_tracker_snapshot("peak"))
 
 
 def dynamic_bytes(peak: dict[str, int]) -> int:
@@ -396,17 +397,32 @@ def trace_text_encoding(arch: Architecture, s: MemorySettings) -> dict[str, int]
         return step_peak(tracker)
 
 
-def trace_step(arch: Architecture, s: MemorySettings, blocks: tuple[int, int], train: bool) -> dict[str, int]:
-    """MemTracker's peak, by kind, of one training step (forward + backward of the flow-matching loss) or one
-    sampling step (a forward without gradients), at full width with `blocks` blocks, allocating nothing."""
+@dataclass(frozen=True)
+class Trace:
+    """What one traced step allocated besides weights, gradients and optimizer state: its peak, the peak once
+    the blocks have run, and the bytes each double and each single block leaves behind in the forward (its
+    saved activations, or under checkpointing only its output, which the next block saves)."""
+
+    peak: int
+    after_blocks_peak: int  # the peak while every block's leavings are alive (0 in a step without gradients)
+    per_double: int
+    per_single: int
+
+
+def trace_step(arch: Architecture, s: MemorySettings, blocks: tuple[int, int], train: bool) -> Trace:
+    """MemTracker's view of one training step (forward + backward of the flow-matching loss) or one sampling
+    step (a forward without gradients), at full width with `blocks` blocks, allocating nothing."""
     mode = FakeTensorMode()
     denoiser = fake_denoiser(arch, s, mode, blocks)
     c, b, l = arch.transformer, s.batch, arch.image_tokens(s.resolution)
     side = s.resolution // arch.vae_scale_factor
     dtype = s.frozen_dtype
+    double = list(denoiser.transformer.transformer_blocks)
+    single = list(denoiser.transformer.single_transformer_blocks)
     with mode:
         tracker = FrozenAwareTracker()
         tracker.track_external(denoiser)
+        entered = {block: _record_entry(block, tracker) for block in double + single}
         with tracker, torch.set_grad_enabled(train):
             x0 = torch.randn(b, l, c["in_channels"], dtype=dtype)  # (b, l, d)
             noise = torch.randn(b, l, c["in_channels"], dtype=dtype)
@@ -420,22 +436,65 @@ def trace_step(arch: Architecture, s: MemorySettings, blocks: tuple[int, int], t
             loss, _ = flow_matching_loss(denoiser, x0, noise, t, text, image_ids(side, side), cond, guidance)
             if train:
                 loss.backward()
-        return step_peak(tracker)
+        # the blocks run through `forward_streams`, so the tracker sees their layers, not the blocks; the output
+        # layers' backward runs with every block's leavings alive too
+        tr = denoiser.transformer
+        after = [*double, *single, tr.norm_out, tr.proj_out]
+        layers = [m for block in after for m in block.modules() if m in tracker.memory_tracking]
+        backward = [
+            dynamic_bytes(_by_kind(snapshot))
+            for m in layers
+            for snapshot in tracker.memory_tracking[m].snapshots.get(_ModState.PEAK_BW, [])
+        ]
+        peak = dynamic_bytes(step_peak(tracker))
+        before_blocks = entered[double[0]][0][1] if double else 0
+        return Trace(
+            peak=peak,
+            # a peak reached after the first block was entered has every block's leavings alive
+            after_blocks_peak=max(max(backward, default=0), peak if peak > before_blocks else 0),
+            per_double=_left_behind([entered[m] for m in double]),
+            per_single=_left_behind([entered[m] for m in single]),
+        )
+
+
+def _by_kind(snapshot: dict) -> dict[str, int]:
+    """A tracker snapshot of the one device the step ran on, by kind (_MemRefType values)."""
+    (by_kind,) = snapshot.values()
+    return {str(getattr(k, "value", k)): v for k, v in by_kind.items()}
+
+
+def _record_entry(block: nn.Module, tracker: MemTracker) -> list[tuple[int, int]]:
+    """The step's dynamic bytes, now and at their peak so far, each time `block` is entered (its forward
+    first, then any recomputation)."""
+    entries, forward = [], block.forward_streams
+
+    def entering(*args):
+        now, peak = (dynamic_bytes(_by_kind(tracker.get_tracker_snapshot(k))) for k in ("current", "peak"))
+        entries.append((now, peak))
+        return forward(*args)
+
+    block.forward_streams = entering
+    return entries
+
+
+def _left_behind(entries: list[list[tuple[int, int]]]) -> int:
+    """How much more the step holds entering the last block of a kind than the one before (0 for one)."""
+    if len(entries) < 2:
+        return 0
+    return max(0, entries[-1][0][0] - entries[-2][0][0])
 
 
 def extrapolated(arch: Architecture, s: MemorySettings, train: bool) -> int:
-    """Peak activations at the real block counts from the traces at BASE, one more double block and one more
-    single block; a transformer no bigger than those is traced whole."""
+    """Peak activations at the real block counts from one trace with at most BASE blocks of each kind: every
+    block beyond it adds what one block leaves behind to the peak reached once the blocks ran, which is where
+    a deep transformer's step peaks; the step's own peak elsewhere (MoGLE, the loss) stays as traced."""
     n_double, n_single = arch.transformer["num_layers"], arch.transformer["num_single_layers"]
-    (d0, s0) = BASE
-    if n_double <= d0 + 1 and n_single <= s0 + 1:
-        return dynamic_bytes(trace_step(arch, s, (n_double, n_single), train))
-    base, more_double, more_single = (
-        dynamic_bytes(trace_step(arch, s, blocks, train)) for blocks in (BASE, (d0 + 1, s0), (d0, s0 + 1))
-    )
-    # a block added frees nothing: a negative increment is where the peak fell in that trace, not a saving
-    per_double, per_single = max(0, more_double - base), max(0, more_single - base)
-    return base + (n_double - d0) * per_double + (n_single - s0) * per_single
+    traced = (min(n_double, BASE[0]), min(n_single, BASE[1]))
+    found = trace_step(arch, s, traced, train)
+    more = (n_double - traced[0]) * found.per_double + (n_single - traced[1]) * found.per_single
+    if more == 0:
+        return found.peak
+    return max(found.peak, found.after_blocks_peak + more)
 
 
 def traced_activations(arch: Architecture, s: MemorySettings, train: bool) -> int:
@@ -446,11 +505,13 @@ def traced_activations(arch: Architecture, s: MemorySettings, train: bool) -> in
         transformer_quantization="none",
         text_encoder_2_quantization="none",
         optimizer="adamw",
-        text_path="t5",
+        text_path="encoded",
         gradient_checkpointing=s.gradient_checkpointing and train,
     )
     found = _memo(("activations", repr(arch), repr(base), train), lambda: extrapolated(arch, base, train))
-    if s.text_path != "t5":
+    # training encodes captions on the accelerator only without the cache; sampling encodes its prompts there
+    # wherever T5 is on it
+    if s.text_path == "cpu" or (train and s.text_path == "cached"):
         return found
     text = _memo(
         ("text", repr(arch), s.batch, s.max_sequence_length, s.frozen_dtype),
@@ -464,11 +525,11 @@ def traced_activations(arch: Architecture, s: MemorySettings, train: bool) -> in
 
 def candidates(s: MemorySettings) -> list[MemorySettings]:
     """Settings near `s`, in the order worth trying: the fewest changes first (checkpointing on, a smaller
-    batch, a quantised base, the text embeddings cached, 8-bit AdamW)."""
+    batch, a quantised base, the text embeddings cached, T5 in host memory, 8-bit AdamW)."""
     batches = sorted({s.batch, *(b for b in (4, 2, 1) if b < s.batch)}, reverse=True)
     found = []
     for quant in ("none", "int8", "nf4"):
-        for text in ("t5", "cached"):
+        for text in dict.fromkeys([s.text_path, "cached", "cpu"]):
             for optimizer in dict.fromkeys([s.optimizer, "adamw8bit"]):
                 for batch in batches:
                     for ckpt in dict.fromkeys([s.gradient_checkpointing, True]):
@@ -479,7 +540,7 @@ def candidates(s: MemorySettings) -> list[MemorySettings]:
                                 s,
                                 transformer_quantization=q,
                                 text_encoder_2_quantization=q5,
-                                text_path=s.text_path if text == "t5" else "cached",
+                                text_path=text,
                                 optimizer=optimizer,
                                 batch=batch,
                                 gradient_checkpointing=ckpt,

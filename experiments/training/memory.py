@@ -38,28 +38,30 @@ KEYS = {
     "transformer_quantization": "backbone.quantization.transformer",
     "text_encoder_2_quantization": "backbone.quantization.text_encoder_2",
     "optimizer": "train.optim.name",
-    "text_path": "text_path",  # no key yet: item 2 keeps T5 off the accelerator
+}
+# each text path (facemogle.memory_plan.TEXT_PATHS) -> the keys that choose it
+TEXT_KEYS = {
+    "encoded": "data.cache_text=false backbone.t5_on_cpu=false",
+    "cached": "data.cache_text=true backbone.t5_on_cpu=false",
+    "cpu": "data.cache_text=true backbone.t5_on_cpu=true",
 }
 
 
 def memory_settings(config: Config) -> MemorySettings:
-    """The one place that reads the quantisation and text-path settings of a config.
-
-    `backbone.quantization.{transformer,text_encoder_2}` and `train.optim.name: adamw8bit` arrive with the
-    quantised-base branch (issue 28 items 1-2); until then `quantization` is absent and reads as none.
-    The text path: the LightningModule holds T5, so Lightning moves it to the device even when data.cache_text
-    caches the captions' embeddings; "cached" (T5 off the accelerator) is reached once item 2 keeps it off."""
-    quantization = getattr(config.backbone, "quantization", None)
+    """What the plan needs of a config. T5 in host memory (backbone.t5_on_cpu) is the "cpu" text path, whether
+    or not the captions are cached (without the cache it encodes each step on the CPU)."""
+    quantization = config.backbone.quantization
+    text_path = "cached" if config.data.cache_text else "encoded"
     return MemorySettings(
         batch=config.data.batch_size,
         resolution=config.data.resolution,
         precision=config.trainer.precision,
         dtype=config.backbone.dtype,
         gradient_checkpointing=config.backbone.gradient_checkpointing,
-        transformer_quantization=getattr(quantization, "transformer", "none"),
-        text_encoder_2_quantization=getattr(quantization, "text_encoder_2", "none"),
+        transformer_quantization=quantization.transformer,
+        text_encoder_2_quantization=quantization.text_encoder_2,
         optimizer=config.train.optim.name,
-        text_path="t5",
+        text_path="cpu" if config.backbone.t5_on_cpu else text_path,
         max_sequence_length=config.backbone.max_sequence_length or 512,
         lora=config.model.lora,
         mogle=config.model.mogle,
@@ -102,8 +104,8 @@ def overrides(settings: MemorySettings, base: MemorySettings) -> str:
         value = getattr(settings, name)
         if value != getattr(base, name):
             found.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
-            if name == "text_path":
-                found[-1] += " (T5 off the accelerator)"
+    if settings.text_path != base.text_path:
+        found.append(TEXT_KEYS[settings.text_path])
     return " ".join(found)
 
 
@@ -125,7 +127,7 @@ def check_memory(config: Config, free: int | None = None) -> MemoryPlan | None:
     fits = fitting(arch, settings, free)
     advice = (
         "; ".join(f"{overrides(p.settings, settings)} ({p.training.total / GiB:.1f} GiB)" for p in fits)
-        or "none of batch 1, gradient checkpointing, an int8 or nf4 base, cached text and AdamW8bit"
+        or "none of batch 1, gradient checkpointing, an int8 or nf4 base, cached text, T5 on the CPU and AdamW8bit"
     )
     raise ValueError(
         f"a training step is predicted to need {plan.training.total / GiB:.1f} GiB ({settings.describe()}) "
