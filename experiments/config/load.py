@@ -94,12 +94,12 @@ def _full_key(node: DictConfig, err: RuleError, prefix: str = "") -> str:
     """The dotted key of the field `err` refused: the first node of its dataclass whose field breaks the rule,
     children before parents as OmegaConf.to_object builds them."""
     for key in node.keys():
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_none():
+        child = node[key]
+        if isinstance(child, DictConfig):
             found = _full_key(child, err, f"{prefix}{key}.")
             if found:
                 return found
-    if node._metadata.object_type is err.owner and not err.rule(node[err.key]):
+    if OmegaConf.get_type(node) is err.owner and not err.rule(node[err.key]):
         return f"{prefix}{err.key}"
     return ""
 
