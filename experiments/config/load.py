@@ -86,7 +86,8 @@ def load_config(
         return OmegaConf.to_object(merged)
     except RuleError as err:
         key = _full_key(merged, err)
-        assert key, f"no {err.owner.__name__} in the config refuses {err}"
+        if not key:  # a dataclass built by another's __post_init__: its relative key is all there is
+            raise
         raise ValueError(err.message(key, Sources(path, list(overrides or [])).where(key))) from err
 
 
