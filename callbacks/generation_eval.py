@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 import lightning as L
 import numpy as np
@@ -31,6 +31,7 @@ from callbacks.visuals import gate_map, sample_grid
 from facemogle.faces import Faces
 from facemogle.gate_analysis import region_gate_weights
 from facemogle.metrics.suite import GenerationMetrics
+from facemogle.rules import AT_LEAST_ONE, NON_NEGATIVE, Range, check_ranges
 from facemogle.sampling import SampleOutput, check_modes, mode_inputs
 from facemogle.sharding import is_sharded
 
@@ -56,12 +57,11 @@ class GenerationEvalConfig:
     gate_maps: int = 2  # samples whose gate maps are logged (0: none)
     prefix: str = "eval"
 
+    RULES: ClassVar[dict[str, Range]] = {"every_n_steps": NON_NEGATIVE, "batch_size": AT_LEAST_ONE}
+
     def __post_init__(self) -> None:
         self.modes = check_modes(self.modes, "eval.callback.modes")
-        if self.every_n_steps < 0 or self.batch_size < 1:
-            raise ValueError(
-                f"eval.every_n_steps {self.every_n_steps} >= 0 and eval.batch_size {self.batch_size} >= 1"
-            )
+        check_ranges(self)
 
 
 def share(n: int, rank: int, world_size: int) -> range:

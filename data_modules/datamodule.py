@@ -13,8 +13,9 @@ caption / key: lists of b strings, and with cache_text text_sequence (b, s, D), 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -30,23 +31,20 @@ from data_modules.cache import (
     read_meta,
 )
 from data_modules.dataset import Dropout, FaceDataset, load_faces
-from data_modules.layouts import LAYOUTS, FaceRecord, Scan, scan
+from data_modules.layouts import FaceRecord, Scan, scan
 from data_modules.resumable import ResumableSampler, SeededItems
-from data_modules.split import Split, SplitConfig, split_keys, split_records
+from data_modules.source import DataSource
+from data_modules.split import Split, split_keys, split_records
 from data_modules.validate import Report, validate
 from facemogle.backbone import FluxBackbone
 from facemogle.faces import Faces
+from facemogle.rules import AT_LEAST_ONE, NON_NEGATIVE, PROBABILITY, Range
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class DataConfig:
-    root: str = "data/synthetic"
-    layout: str = "auto"  # one of data_modules.layouts.LAYOUTS
-    captions: str | None = None  # raw CelebAMask-HQ only: caption folder or json
-    resolution: int = 64
-    split: SplitConfig = field(default_factory=SplitConfig)
+class DataConfig(DataSource):
     batch_size: int = 4
     eval_batch_size: int | None = None  # defaults to batch_size
     num_workers: int = 0
@@ -62,16 +60,20 @@ class DataConfig:
     strict: bool = True  # False: skip bad items (logged) instead of raising
     eval_subset_size: int = 32  # validation faces the generation metrics sample during training
 
+    RULES: ClassVar[dict[str, Range]] = {
+        **DataSource.RULES,
+        "batch_size": AT_LEAST_ONE,
+        "num_workers": NON_NEGATIVE,
+        "text_dropout": PROBABILITY,
+        "region_dropout": PROBABILITY,
+        "cache_batch_size": AT_LEAST_ONE,
+        "eval_subset_size": NON_NEGATIVE,
+    }
+
     def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout {self.layout!r} is not one of {LAYOUTS}")
         if self.cache_dtype not in DTYPES:
             raise ValueError(f"cache_dtype {self.cache_dtype!r} is not one of {tuple(DTYPES)}")
-        if self.resolution <= 0 or self.batch_size <= 0:
-            raise ValueError(
-                f"resolution {self.resolution} and batch_size {self.batch_size} must be positive"
-            )
-        Dropout(self.text_dropout, self.region_dropout)  # validates the probabilities
+        super().__post_init__()
 
 
 class FaceDataModule(L.LightningDataModule):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -20,31 +21,22 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from data_modules.dataset import load_faces
-from data_modules.layouts import LAYOUTS, scan
+from data_modules.layouts import scan
+from data_modules.source import DataSource
 from data_modules.split import SplitConfig, split_keys
 from facemogle.faces import Faces
+from facemogle.rules import POSITIVE, Range
 
 COLOUR_JITTER = 0.2  # each channel's gain is drawn from 1 +- COLOUR_JITTER / 2
 BLUR_RADIUS = 2  # kernel half-width in pixels: covers 2 sigma of the largest blur the configs use
 
 
 @dataclass
-class EvaluatorDataConfig:
-    root: str = "data/synthetic"
-    layout: str = "auto"  # one of data_modules.layouts.LAYOUTS
-    captions: str | None = None  # raw CelebAMask-HQ only: caption folder or json
-    resolution: int = 64
+class EvaluatorDataConfig(DataSource):
     split: SplitConfig = field(default_factory=lambda: SplitConfig(protocol="fraction"))
     test_batch_size: int = 64
 
-    def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"data.layout={self.layout!r}: expected one of {LAYOUTS}")
-        if self.resolution <= 0 or self.test_batch_size <= 0:
-            raise ValueError(
-                f"data.resolution={self.resolution} and data.test_batch_size={self.test_batch_size} "
-                "must be positive"
-            )
+    RULES: ClassVar[dict[str, Range]] = {**DataSource.RULES, "test_batch_size": POSITIVE}
 
 
 @dataclass
@@ -103,14 +95,8 @@ class TrainBatches(IterableDataset):
     """
 
     def __init__(self, faces: Faces, batch_size: int, max_blur: float, seed: int, contrastive: bool = False):
-        if batch_size <= 0 or (contrastive and batch_size > len(faces)):
-            raise ValueError(
-                f"batch_size {batch_size}: expected 1..{len(faces)} (the training faces)"
-                if contrastive
-                else f"batch_size {batch_size} must be positive"
-            )
-        if max_blur < 0:
-            raise ValueError(f"max_blur {max_blur} must be >= 0")
+        if contrastive and batch_size > len(faces):
+            raise ValueError(f"batch_size {batch_size}: expected 1..{len(faces)} (the training faces)")
         self.faces, self.batch_size, self.max_blur = faces, batch_size, max_blur
         self.seed, self.contrastive = seed, contrastive
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import numpy as np
 
 from data_modules.layouts import FaceRecord, sort_keys
+from facemogle.rules import FRACTION, NON_NEGATIVE, Range, check_ranges
 
 CELEBAHQ_TRAIN_IDS = 27_000  # ids below are the training set
 CELEBAHQ_NUM_IDS = 30_000
@@ -39,17 +41,17 @@ class SplitConfig:
     test_fraction: float = 0.1  # fraction: of all keys
     seed: int = 0
 
+    RULES: ClassVar[dict[str, Range]] = {
+        "val_size": NON_NEGATIVE,
+        "val_fraction": FRACTION,
+        "test_fraction": FRACTION,
+        "seed": NON_NEGATIVE,
+    }
+
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"split protocol {self.protocol!r} is not one of {PROTOCOLS}")
-        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1):
-            raise ValueError(
-                f"val_fraction {self.val_fraction}, test_fraction {self.test_fraction} must be in [0, 1)"
-            )
-        if self.val_size < 0:
-            raise ValueError(f"val_size must be >= 0, got {self.val_size}")
-        if self.seed < 0:
-            raise ValueError(f"split seed must be >= 0, got {self.seed}")
+        check_ranges(self)
 
 
 def _carve(keys: list[str], n: int, seed: int) -> tuple[list[str], list[str]]:

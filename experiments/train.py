@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import errno
 
-from experiments.config.checks import Sources, check_config
-from experiments.config.load import add_allow_resolvers, load_config
+from experiments.config.checks import check_config
+from experiments.config.load import Sources, add_allow_resolvers, load_config
 from experiments.runs.prerequisites import require_config
 from experiments.training.run import train
 from facemogle.atomic import DiskFull

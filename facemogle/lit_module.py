@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import lightning as L
 import torch
@@ -28,6 +28,7 @@ from facemogle.flow import TimestepSampling
 from facemogle.mogle import load_balancing_loss
 from facemogle.packing import image_ids
 from facemogle.quantization import optimizer_8bit
+from facemogle.rules import NON_NEGATIVE, POSITIVE, Range, check_ranges, optional
 from facemogle.sampling import SampleOutput, SampleSettings, sample
 from facemogle.seeding import derive_seed
 from facemogle.sharding import shard_denoiser
@@ -47,6 +48,17 @@ class OptimConfig:
     # the MoGLE experts' and gate's lr (AdamW); None: `lr`, as for the LoRA weights
     mogle_lr: float | None = None
 
+    RULES: ClassVar[dict[str, Range]] = {
+        "lr": POSITIVE,
+        "mogle_lr": optional(POSITIVE),
+        "weight_decay": NON_NEGATIVE,
+        "warmup_steps": NON_NEGATIVE,
+        "decay_steps": NON_NEGATIVE,
+    }
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
 
 @dataclass
 class TrainConfig:
@@ -59,6 +71,11 @@ class TrainConfig:
     # Coefficient of the gate's load-balancing loss (facemogle.mogle.load_balancing_loss, Switch Transformer /
     # ST-MoE), added to the flow-matching loss; 0 leaves the loss as the paper's.
     gate_balance: float = 0.0
+
+    RULES: ClassVar[dict[str, Range]] = {"guidance": POSITIVE, "gate_balance": NON_NEGATIVE}
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass
@@ -226,10 +243,6 @@ def gate_entropy(weights: torch.Tensor | None) -> torch.Tensor:
 def lr_schedule(optimizer: torch.optim.Optimizer, cfg: OptimConfig, max_steps: int) -> LambdaLR | None:
     """transformers' warmup-stable-decay schedule with a linear decay ending at 0 on `max_steps`; None
     without warm-up or decay. Optimizer step s has lr factor s / warmup_steps during the warm-up."""
-    if cfg.warmup_steps < 0 or cfg.decay_steps < 0:
-        raise ValueError(
-            f"train.optim.warmup_steps {cfg.warmup_steps} and decay_steps {cfg.decay_steps} must be >= 0"
-        )
     if cfg.warmup_steps == 0 and cfg.decay_steps == 0:
         return None
     if max_steps <= 0:

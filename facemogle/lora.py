@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
@@ -13,6 +14,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors import safe_open
 
 from facemogle.data_only import reading_safetensors
+from facemogle.rules import AT_LEAST_ONE, POSITIVE, Range, check_ranges
 
 ADAPTER = "mogle"
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -41,6 +43,11 @@ class LoRASettings:
     target_modules: str | list[str] = field(default=PAPER_TARGETS)
     init: str = "gaussian"
     dropout: float = 0.0
+
+    RULES: ClassVar[dict[str, Range]] = {"rank": AT_LEAST_ONE, "alpha": POSITIVE}
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
     def peft_config(self) -> LoraConfig:
         targets = self.target_modules

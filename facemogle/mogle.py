@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,7 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
 from facemogle.face_parts import CONDITION_MAPS, NUM_CONDITION_MAPS
+from facemogle.rules import AT_LEAST_ONE, POSITIVE, Range, check_ranges
 
 GateKind = Literal["dynamic", "scalar", "static", "none"]
 ExpertKind = Literal["mlp", "residual", "identity"]
@@ -46,7 +47,10 @@ class MoGLEConfig:
     # (facemogle.official explains its two conventions and loads released weights with either).
     time_scale: float = 1000.0
 
+    RULES: ClassVar[dict[str, Range]] = {"expert_hidden": AT_LEAST_ONE, "time_scale": POSITIVE}
+
     def __post_init__(self) -> None:
+        check_ranges(self)
         for key, allowed in (
             ("gate", ("dynamic", "scalar", "static", "none")),
             ("experts", ("mlp", "residual", "identity")),

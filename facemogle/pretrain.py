@@ -9,6 +9,7 @@ Both receive the built modules and do no file I/O; data come from data_modules.p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -18,6 +19,7 @@ from facemogle.encode import TextEmbeddings, encode_images, encode_prompts, scal
 from facemogle.flow import TimestepSampling, add_noise, velocity_target
 from facemogle.flux_forward import flux_forward, install_condition_forward
 from facemogle.lit_module import OptimConfig, with_lr_schedule
+from facemogle.rules import AT_LEAST_ONE, NON_NEGATIVE, PROBABILITY, Range, check_ranges
 from facemogle.seeding import derive_seed
 
 
@@ -31,10 +33,14 @@ class VAEStageConfig:
     # the share of samples that are a condition map instead of the face: the VAE must draw a 3-pixel eye mask
     map_share: float = 0.25
 
+    RULES: ClassVar[dict[str, Range]] = {
+        "steps": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "map_share": PROBABILITY,
+    }
+
     def __post_init__(self) -> None:
-        _check_stage("vae", self.steps, self.batch_size)
-        if not 0 <= self.map_share <= 1:
-            raise ValueError(f"vae.map_share={self.map_share}: expected a share in [0, 1]")
+        check_ranges(self)
 
 
 @dataclass
@@ -47,17 +53,15 @@ class FluxStageConfig:
     text_dropout: float = 0.1
     timesteps: TimestepSampling = field(default_factory=TimestepSampling)
 
+    RULES: ClassVar[dict[str, Range]] = {
+        "steps": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "decay_steps": NON_NEGATIVE,
+        "text_dropout": PROBABILITY,
+    }
+
     def __post_init__(self) -> None:
-        _check_stage("flux", self.steps, self.batch_size)
-        if not 0 <= self.text_dropout <= 1:
-            raise ValueError(f"flux.text_dropout={self.text_dropout}: expected a probability in [0, 1]")
-        if self.decay_steps < 0:
-            raise ValueError(f"flux.decay_steps={self.decay_steps}: expected 0 or more")
-
-
-def _check_stage(name: str, steps: int, batch_size: int) -> None:
-    if steps <= 0 or batch_size <= 0:
-        raise ValueError(f"{name}.steps={steps} and {name}.batch_size={batch_size} must be positive")
+        check_ranges(self)
 
 
 class VAEPretrain(L.LightningModule):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, get_args
+from typing import ClassVar, Literal, NamedTuple, get_args
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from facemogle.encode import TextEmbeddings, decode_tokens, encode_masks, encode
 from facemogle.face_parts import PART_INDEX
 from facemogle.mogle import MoGLEOutput
 from facemogle.packing import image_ids
+from facemogle.rules import AT_LEAST_ONE, FINITE, NON_NEGATIVE, Range, check_ranges
 
 TextOnlyCondition = Literal["none", "background"]
 TEXT_ONLY_CONDITIONS: tuple[str, ...] = get_args(TextOnlyCondition)
@@ -82,7 +83,15 @@ class SampleSettings:
     # samples; the model's LoRA and MoGLE act) or "none" (no condition tokens: the backbone alone).
     text_only_condition: TextOnlyCondition = "background"
 
+    RULES: ClassVar[dict[str, Range]] = {
+        "steps": AT_LEAST_ONE,
+        "guidance": NON_NEGATIVE,
+        "text_scale": FINITE,
+        "mask_scale": FINITE,
+    }
+
     def __post_init__(self) -> None:
+        check_ranges(self)
         if self.text_only_condition not in TEXT_ONLY_CONDITIONS:
             raise ValueError(
                 f"text_only_condition={self.text_only_condition!r} (train.sample.text_only_condition, "

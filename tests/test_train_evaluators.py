@@ -250,9 +250,9 @@ def test_the_evaluators_config_file_loads_and_an_unknown_key_names_the_valid_one
         ValueError, match=r"unknown config key 'parser.stepz'; valid keys: batch_size, max_blur"
     ):
         load_config(overrides=["parser.stepz=3"], schema=EvaluatorsConfig)
-    with pytest.raises(ValueError, match=r"clip.steps=0 must be >= 1"):
+    with pytest.raises(ValueError, match=r"clip.steps=0 \(from the command line\) must be >= 1"):
         load_config(overrides=["clip.steps=0"], schema=EvaluatorsConfig)
-    with pytest.raises(ValueError, match=r"parser.train.lr=-0.1 must be > 0"):
+    with pytest.raises(ValueError, match=r"parser.train.lr=-0.1 \(from the command line\) must be > 0"):
         load_config(overrides=["parser.train.lr=-0.1"], schema=EvaluatorsConfig)
 
 

@@ -1,2 +1,3 @@
-"""The typed configuration: the dataclasses (schema), their range rules (rules), reading and writing YAML
-(load), and the start-up checks across keys and files (checks)."""
+"""The typed configuration: the dataclasses (schema; each checks its own fields' ranges, facemogle.rules),
+reading and writing YAML (load, which names a refused value's full key and source), and the start-up checks
+across keys and files (checks)."""

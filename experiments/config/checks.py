@@ -1,8 +1,10 @@
-"""Start-up checks of a training config, before any data, cache or model is touched.
+"""Start-up checks of a training config across keys and files, before any data, cache or model is touched.
 
-Each failure is a ValueError naming the key, its value and where the value came from (the command line,
-the YAML file, or the default), so a bad value stops the run in a second instead of after the latent
-cache is built.
+Each key's own range is checked once, by its dataclass, when the config is loaded (experiments.config.load);
+here are the checks that need two keys or a file: the quantisation against the strategy, the resolution
+against the backbone's VAE. Each failure is a ValueError naming the key, its value and where the value came
+from (the command line, the YAML file, or the default), so a bad value stops the run in a second instead of
+after the latent cache is built.
 """
 
 from __future__ import annotations
@@ -10,27 +12,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from experiments.config.rules import RULES, check_rules
+from experiments.config.load import Sources
 from experiments.config.schema import Config
 from facemogle.quantization import check_strategy
-
-
-class Sources:
-    """Where each key's value came from: the command line, the YAML file, or the default."""
-
-    def __init__(self, path: str | Path | None, overrides: list[str]):
-        self.path = path
-        self.cli = OmegaConf.from_dotlist(list(overrides))
-        self.yaml = OmegaConf.load(path) if path is not None else OmegaConf.create()
-
-    def of(self, key: str) -> str:
-        if OmegaConf.select(self.cli, key, default=None) is not None:
-            return "the command line"
-        if OmegaConf.select(self.yaml, key, default=None) is not None:
-            return str(self.path)
-        return "the default"
 
 
 def check_config(config: Config, sources: Sources | None = None) -> None:
@@ -38,9 +22,8 @@ def check_config(config: Config, sources: Sources | None = None) -> None:
     came from."""
 
     def where(key: str) -> str:
-        return f" (from {sources.of(key)})" if sources is not None else ""
+        return sources.where(key) if sources is not None else ""
 
-    check_rules(config, RULES, where=where)
     check_strategy(config.backbone.quantization, config.trainer.strategy)
     factor = _patch_multiple(Path(config.backbone.path))
     if factor is not None and config.data.resolution % factor:

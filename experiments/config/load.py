@@ -6,11 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from experiments.config.schema import Config, EvaluatorsConfig, PretrainConfig
 from facemogle.data_only import refuse_resolvers
+from facemogle.rules import RuleError
 
 Schema = TypeVar("Schema")
 
@@ -28,6 +29,25 @@ def add_allow_resolvers(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class Sources:
+    """Where each key's value came from: the command line, the YAML file, or the default."""
+
+    def __init__(self, path: str | Path | None, overrides: list[str]):
+        self.path = path
+        self.cli = OmegaConf.from_dotlist(list(overrides))
+        self.yaml = OmegaConf.load(path) if path is not None else OmegaConf.create()
+
+    def of(self, key: str) -> str:
+        if OmegaConf.select(self.cli, key, default=None) is not None:
+            return "the command line"
+        if OmegaConf.select(self.yaml, key, default=None) is not None:
+            return str(self.path)
+        return "the default"
+
+    def where(self, key: str) -> str:
+        return f" (from {self.of(key)})"
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
@@ -36,7 +56,8 @@ def load_config(
 ) -> Schema:
     """Defaults <- YAML file <- `key=value` overrides, checked against the `schema` dataclass (stage 2's
     `Config` unless told otherwise); -> an instance of `schema`. A value calling an OmegaConf resolver
-    (`${oc.env:...}`) is an error naming the key unless `allow_resolvers` (facemogle.data_only)."""
+    (`${oc.env:...}`) is an error naming the key unless `allow_resolvers` (facemogle.data_only). A value
+    outside its range is an error naming the full key, the value and where it came from."""
     layers = []  # (where its values came from, the layer)
     if path is not None:
         if not Path(path).is_file():
@@ -61,7 +82,27 @@ def load_config(
             raise ValueError(
                 f"{where}{what}{str(err.msg or err).splitlines()[0]}{_other_command(layer, schema)}"
             ) from err
-    return OmegaConf.to_object(merged)
+    try:
+        return OmegaConf.to_object(merged)
+    except RuleError as err:
+        key = _full_key(merged, err)
+        if not key:  # a dataclass built by another's __post_init__: its relative key is all there is
+            raise
+        raise ValueError(err.message(key, Sources(path, list(overrides or [])).where(key))) from err
+
+
+def _full_key(node: DictConfig, err: RuleError, prefix: str = "") -> str:
+    """The dotted key of the field `err` refused: the first node of its dataclass whose field breaks the rule,
+    children before parents as OmegaConf.to_object builds them."""
+    for key in node.keys():
+        child = node[key]
+        if isinstance(child, DictConfig):
+            found = _full_key(child, err, f"{prefix}{key}.")
+            if found:
+                return found
+    if OmegaConf.get_type(node) is err.owner and not err.rule(node[err.key]):
+        return f"{prefix}{err.key}"
+    return ""
 
 
 # the config schemas and the command each is for, to name the command a config given to another is for

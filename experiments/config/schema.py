@@ -6,19 +6,20 @@ not exist is an error, and `key=value` overrides on the command line use the sam
     python -m experiments.train_evaluators --config experiments/configs/evaluators_synthetic.yaml clip.steps=700
 
 `Config` is stage 2's (Face-MoGLE training), `PretrainConfig` stage 1's (the tiny backbone),
-`EvaluatorsConfig` the small evaluators' (face parser and CLIP).
+`EvaluatorsConfig` the small evaluators' (face parser and CLIP); the three share the run skeleton `RunConfig`
+(run_dir, seed, trainer, logger) by inheritance, so their YAML keys stay at the top level. Each dataclass
+checks its own fields' ranges (`RULES`, facemogle.rules) once, in `__post_init__`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from callbacks.generation_eval import GenerationEvalConfig
 from data_modules.datamodule import DataConfig
 from data_modules.evaluator_data import EvaluatorDataConfig
 from data_modules.split import SplitConfig
-from experiments.config.rules import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, check_rules
 from facemogle.evaluators import EvaluatorConfig, SmallClipConfig, SmallParserConfig
 from facemogle.evaluators.lit_modules import ClipTrainConfig, ParserTrainConfig
 from facemogle.flux_forward import ConditionSettings
@@ -28,6 +29,7 @@ from facemogle.metrics.suite import MetricsConfig
 from facemogle.mogle import MoGLEConfig
 from facemogle.pretrain import FluxStageConfig, VAEStageConfig
 from facemogle.quantization import QuantizationConfig
+from facemogle.rules import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, check_ranges, optional
 from facemogle.tiny_backbone import TinyFluxConfig
 
 
@@ -61,19 +63,47 @@ class ModelConfig:
 
 
 @dataclass
-class TrainerConfig:
-    max_steps: int = 2000
+class StageTrainerConfig:
+    """The Lightning Trainer of a multi-stage run on one device (stage 1's VAE and FLUX, the evaluators' parser
+    and CLIP: each draws from one random stream). Checkpoints: RUN_DIR/checkpoints/STAGE/last.ckpt."""
+
     precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed
+    accelerator: str = "auto"
+    log_every_n_steps: int = 50
+    checkpoint_every_n_steps: int = 1000
+    progress_bar: bool = True
+
+    RULES: ClassVar[dict[str, Range]] = {
+        "log_every_n_steps": AT_LEAST_ONE,
+        "checkpoint_every_n_steps": AT_LEAST_ONE,
+    }
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+@dataclass
+class TrainerConfig(StageTrainerConfig):
+    """Stage 2's Trainer: the stage trainer's keys, plus its length, devices and strategy."""
+
+    log_every_n_steps: int = 10
+    checkpoint_every_n_steps: int = 500
+    max_steps: int = 2000
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = 1.0
-    accelerator: str = "auto"
     devices: Any = 1  # an int, a list of device ids, or "auto"
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | fsdp ...
-    log_every_n_steps: int = 10
-    checkpoint_every_n_steps: int = 500
     val_check_interval: int | None = None  # steps between validation runs; None: once per epoch
-    progress_bar: bool = True
+
+    RULES: ClassVar[dict[str, Range]] = {
+        **StageTrainerConfig.RULES,
+        "max_steps": AT_LEAST_ONE,
+        "accumulate_grad_batches": AT_LEAST_ONE,
+        "gradient_clip_val": optional(POSITIVE),
+        "num_nodes": AT_LEAST_ONE,
+        "val_check_interval": optional(AT_LEAST_ONE),
+    }
 
 
 @dataclass
@@ -99,49 +129,36 @@ class EvalConfig:
 
 
 @dataclass
-class Config:
+class RunConfig:
+    """The run skeleton of every command's config: where the run writes (config.yaml, checkpoints/, the
+    logger's files), the seed its random streams derive from (by SeedSequence), its Trainer and logger."""
+
     run_dir: str = "runs/tiny"
     seed: int = 0
+    trainer: StageTrainerConfig = field(default_factory=StageTrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+    RULES: ClassVar[dict[str, Range]] = {"seed": NON_NEGATIVE}
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+@dataclass
+class Config(RunConfig):
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
-    def __post_init__(self) -> None:
-        if self.seed < 0:
-            raise ValueError(
-                f"seed={self.seed}: must be >= 0 (noise and data seeds derive from it by SeedSequence)"
-            )
-
 
 @dataclass
-class StageTrainerConfig:
-    """The Lightning Trainer of a multi-stage run on one device (stage 1's VAE and FLUX, the evaluators' parser
-    and CLIP: each draws from one random stream). Checkpoints: RUN_DIR/checkpoints/STAGE/last.ckpt."""
-
-    precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed
-    accelerator: str = "auto"
-    log_every_n_steps: int = 50
-    checkpoint_every_n_steps: int = 1000
-    progress_bar: bool = True
-
-    def __post_init__(self) -> None:
-        check_rules(
-            self,
-            [("log_every_n_steps", *AT_LEAST_ONE), ("checkpoint_every_n_steps", *AT_LEAST_ONE)],
-            "trainer.",
-        )
-
-
-@dataclass
-class PretrainConfig:
+class PretrainConfig(RunConfig):
+    run_dir: str = "runs/backbone"
     data: str = "data/synthetic"  # a data set in the MM-CelebA-HQ layout; stage 1 trains on its train split
     out: str = "checkpoints/tiny-flux"  # the diffusers FLUX directory written, atomically, at the end
-    run_dir: str = "runs/backbone"  # config.yaml, checkpoints/ and the logger's files
-    seed: int = 0
     resolution: int = 64
     # stage 2's split (experiments/configs/tiny.yaml data.split), so stage 1 never sees its val / test faces
     split: SplitConfig = field(default_factory=lambda: SplitConfig(protocol="fraction"))
@@ -153,58 +170,48 @@ class PretrainConfig:
             "bf16-mixed", log_every_n_steps=25, checkpoint_every_n_steps=500
         )
     )
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
-    def __post_init__(self) -> None:
-        if self.resolution <= 0:
-            raise ValueError(f"resolution={self.resolution} must be positive")
+    RULES: ClassVar[dict[str, Range]] = {**RunConfig.RULES, "resolution": POSITIVE}
 
 
 @dataclass
-class ParserStageConfig:
-    steps: int = 4000
+class EvaluatorStageConfig:
+    """What the parser's and the CLIP's training stages share: their length, batch and blur augmentation."""
+
+    steps: int = 400
     batch_size: int = 8
-    max_blur: float = 1.2  # largest blur sigma in pixels (augmentation); 0: colour jitter only
+    max_blur: float = 0.0  # largest blur sigma in pixels (augmentation); 0: colour jitter only
+
+    RULES: ClassVar[dict[str, Range]] = {
+        "steps": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "max_blur": NON_NEGATIVE,
+    }
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+@dataclass
+class ParserStageConfig(EvaluatorStageConfig):
+    steps: int = 4000
+    max_blur: float = 1.2
     train: ParserTrainConfig = field(default_factory=ParserTrainConfig)
     model: SmallParserConfig = field(default_factory=SmallParserConfig)
 
-    def __post_init__(self) -> None:
-        _check_stage("parser", self)
-        if self.train.dice_weight < 0:
-            raise ValueError(f"parser.train.dice_weight={self.train.dice_weight} must be >= 0")
-
 
 @dataclass
-class ClipStageConfig:
-    steps: int = 400
+class ClipStageConfig(EvaluatorStageConfig):
     batch_size: int = 128
-    max_blur: float = 0.0
     train: ClipTrainConfig = field(default_factory=ClipTrainConfig)
     model: SmallClipConfig = field(default_factory=SmallClipConfig)
 
-    def __post_init__(self) -> None:
-        _check_stage("clip", self)
-
-
-def _check_stage(name: str, stage: ParserStageConfig | ClipStageConfig) -> None:
-    rules = [
-        ("steps", *AT_LEAST_ONE),
-        ("batch_size", *AT_LEAST_ONE),
-        ("max_blur", *NON_NEGATIVE),
-        ("train.lr", *POSITIVE),
-        ("train.weight_decay", *NON_NEGATIVE),
-    ]
-    check_rules(stage, rules, f"{name}.")
-
 
 @dataclass
-class EvaluatorsConfig:
+class EvaluatorsConfig(RunConfig):
     """`python -m experiments.train_evaluators`: the small face parser, then the small CLIP, on one face set."""
 
     run_dir: str = "checkpoints/evaluators/synthetic"
-    seed: int = 0
     data: EvaluatorDataConfig = field(default_factory=EvaluatorDataConfig)
     parser: ParserStageConfig = field(default_factory=ParserStageConfig)
     clip: ClipStageConfig = field(default_factory=ClipStageConfig)
-    trainer: StageTrainerConfig = field(default_factory=StageTrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)

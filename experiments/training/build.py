@@ -15,7 +15,6 @@ from facemogle.export import CONFIG, EXPORT, LORA, MOGLE_FILE, check_export
 from facemogle.lit_module import FaceMoGLEModule
 from facemogle.lora import ADAPTER, add_lora, lora_layer_names
 from facemogle.mogle import MoGLE
-from facemogle.quantization import check_strategy
 
 
 def build_backbone(cfg: BackboneConfig) -> FluxBackbone:
@@ -82,7 +81,6 @@ def init_from(denoiser: Denoiser, cfg: ModelConfig) -> None:
 
 def build_module(config: Config, init: bool = True) -> FaceMoGLEModule:
     """init=False: model.init_from is not read (a resumed run, whose checkpoint holds the weights)."""
-    check_strategy(config.backbone.quantization, config.trainer.strategy)
     backbone = build_backbone(config.backbone)
     denoiser = build_denoiser(backbone, config.model, init=init)
     return FaceMoGLEModule(

@@ -30,8 +30,8 @@ from callbacks.export import ExportCallback
 from callbacks.generation_eval import GenerationEvaluator
 from callbacks.requeue import RequeueOnSignal
 from data_modules.datamodule import FaceDataModule
-from experiments.config.checks import Sources, check_config
-from experiments.config.load import to_yaml
+from experiments.config.checks import check_config
+from experiments.config.load import Sources, to_yaml
 from experiments.config.schema import Config
 from experiments.runs.checkpoints import newest_checkpoint
 from experiments.runs.io import export_run

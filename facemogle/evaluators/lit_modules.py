@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -22,20 +23,35 @@ from facemogle.evaluators.parser import FaceParser
 from facemogle.face_parts import NUM_PARTS, PARTS
 from facemogle.metrics.mask import MaskConsistency
 from facemogle.metrics.retrieval import CaptionRetrieval
+from facemogle.rules import NON_NEGATIVE, POSITIVE, Range, check_ranges
 
 MAX_LOGIT_SCALE = math.log(100)  # CLIP's own cap on the contrastive temperature's inverse
 RETRIEVAL_GROUP = 100  # recall@k is measured among groups of this many test faces
 
 
 @dataclass
-class ParserTrainConfig:
-    lr: float = 3e-3
+class AdamWConfig:
+    """AdamW's settings, shared by the parser's and the CLIP's training configs."""
+
+    lr: float = 1e-3
     weight_decay: float = 0.01
-    dice_weight: float = 1.0  # the soft Dice term beside the class-weighted cross-entropy
+
+    RULES: ClassVar[dict[str, Range]] = {"lr": POSITIVE, "weight_decay": NON_NEGATIVE}
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 @dataclass
-class ClipTrainConfig:
+class ParserTrainConfig(AdamWConfig):
+    lr: float = 3e-3
+    dice_weight: float = 1.0  # the soft Dice term beside the class-weighted cross-entropy
+
+    RULES: ClassVar[dict[str, Range]] = {**AdamWConfig.RULES, "dice_weight": NON_NEGATIVE}
+
+
+@dataclass
+class ClipTrainConfig(AdamWConfig):
     lr: float = 2e-3
     weight_decay: float = 0.05
 
