@@ -13,7 +13,8 @@ from dataclasses import replace
 from experiments.config.load import load_config
 from experiments.training.memory import architecture, memory_settings
 from facemogle.cli import run_cli
-from facemogle.memory_plan import Architecture, GiB, MemorySettings, plan_memory
+from facemogle.memory_plan import plan_memory
+from facemogle.memory_sizes import Architecture, GiB, MemorySettings
 
 CARDS = (24, 48, 80)  # GB
 TABLE_BASES = ("none", "int8", "nf4")

@@ -16,15 +16,10 @@ from experiments.training.memory import architecture, check_memory, memory_setti
 from facemogle.backbone import save_flux
 from facemogle.denoiser import flow_matching_loss
 from facemogle.lit_module import _prodigy
-from facemogle.memory_plan import (
-    Architecture,
-    FrozenAwareTracker,
-    GiB,
-    MemorySettings,
-    frozen_weight_bytes,
-    plan_memory,
-    step_peak,
-)
+from facemogle.memory_plan import plan_memory
+from facemogle.memory_sizes import Architecture, GiB, MemorySettings
+from facemogle.memory_trace import FrozenAwareTracker, step_peak
+from facemogle.memory_weights import frozen_weight_bytes
 from facemogle.tiny_backbone import FLUX_DEV_SHAPED, tiny_flux
 
 PAPER = "experiments/configs/flux_mmcelebahq.yaml"

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from experiments.config.schema import Config
-from facemogle.memory_plan import (
+from facemogle.memory_plan import fitting, plan_memory
+from facemogle.memory_sizes import (
     FLUX_DEV_CLIP,
     FLUX_DEV_T5,
     FLUX_DEV_TRANSFORMER,
@@ -21,8 +22,6 @@ from facemogle.memory_plan import (
     GiB,
     MemoryPlan,
     MemorySettings,
-    fitting,
-    plan_memory,
 )
 
 FOLDERS = {
@@ -39,7 +38,7 @@ KEYS = {
     "text_encoder_2_quantization": "backbone.quantization.text_encoder_2",
     "optimizer": "train.optim.name",
 }
-# each text path (facemogle.memory_plan.TEXT_PATHS) -> the keys that choose it
+# each text path (facemogle.memory_sizes.TEXT_PATHS) -> the keys that choose it
 TEXT_KEYS = {
     "encoded": "data.cache_text=false backbone.t5_on_cpu=false",
     "cached": "data.cache_text=true backbone.t5_on_cpu=false",
