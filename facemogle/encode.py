@@ -43,7 +43,8 @@ def encode_prompts(backbone: FluxBackbone, prompts: list[str]) -> TextEmbeddings
         return_tensors="pt",
     ).input_ids
     pooled = backbone.text_encoder(clip_ids.to(device), output_hidden_states=False).pooler_output
-    sequence = backbone.text_encoder_2(t5_ids.to(backbone.text_encoder_2.device))[0]
+    # T5 may sit in host memory (backbone.t5_on_cpu) while CLIP is on the accelerator
+    sequence = backbone.text_encoder_2(t5_ids.to(backbone.text_encoder_2.device))[0].to(device)
     return TextEmbeddings(sequence, pooled)
 
 

@@ -93,6 +93,7 @@ class FaceMoGLEModule(L.LightningModule):
         config: TrainConfig | None = None,
         resolution: int = 64,
         seed: int = 0,
+        t5_on_accelerator: bool = True,
     ):
         super().__init__()
         self.seed = seed
@@ -100,9 +101,11 @@ class FaceMoGLEModule(L.LightningModule):
         self.backbone = backbone
         self.denoiser = denoiser
         self.config = config or TrainConfig()
-        self.text_encoders = torch.nn.ModuleList([backbone.text_encoder, backbone.text_encoder_2])
+        # Lightning moves the registered modules to the accelerator: T5 left out stays where it was loaded
+        held = [backbone.text_encoder, backbone.text_encoder_2][: 2 if t5_on_accelerator else 1]
+        self.text_encoders = torch.nn.ModuleList(held)
         self.vae = backbone.vae
-        for module in (self.vae, self.text_encoders):
+        for module in (self.vae, self.text_encoders, backbone.text_encoder_2):
             module.requires_grad_(False).eval()
         f = backbone.vae_scale_factor
         self.register_buffer("img_ids", image_ids(resolution // f, resolution // f), persistent=False)
@@ -124,6 +127,7 @@ class FaceMoGLEModule(L.LightningModule):
         super().train(mode)
         self.vae.eval()  # frozen encoders stay in eval mode
         self.text_encoders.eval()
+        self.backbone.text_encoder_2.eval()
         return self
 
     # --- training --------------------------------------------------------------------------------

@@ -45,6 +45,10 @@ class BackboneConfig:
     # The frozen transformer's and T5's storage: none | int8 | nf4 | fp8 each (facemogle.quantization,
     # docs/flux-dev.md); LoRA sits on the quantised layers, MoGLE stays in full precision.
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    # True: T5 stays in host memory and encodes there, so its weights (9.5 GB for FLUX.1-dev in bf16) leave
+    # the accelerator; with data.cache_text only the cache build (which borrows the accelerator) and the
+    # validation prompts use it. Its embeddings are T5's own, computed on the CPU.
+    t5_on_cpu: bool = False
 
 
 @dataclass

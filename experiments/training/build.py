@@ -83,4 +83,11 @@ def build_module(config: Config, init: bool = True) -> FaceMoGLEModule:
     """init=False: model.init_from is not read (a resumed run, whose checkpoint holds the weights)."""
     backbone = build_backbone(config.backbone)
     denoiser = build_denoiser(backbone, config.model, init=init)
-    return FaceMoGLEModule(backbone, denoiser, config.train, config.data.resolution, config.seed)
+    return FaceMoGLEModule(
+        backbone,
+        denoiser,
+        config.train,
+        config.data.resolution,
+        config.seed,
+        t5_on_accelerator=not config.backbone.t5_on_cpu,
+    )

@@ -38,6 +38,7 @@ from experiments.runs.io import export_run
 from experiments.runs.resume import check_resume, record_resume
 from experiments.training.build import build_module
 from experiments.training.loggers import make_logger
+from experiments.training.memory import check_memory
 from experiments.training.strategy import make_strategy
 from experiments.training.trainer import build_trainer
 from facemogle.atomic import atomic_write_text
@@ -153,6 +154,7 @@ def train(
     run_dir = Path(config.run_dir)
     with run_lock(run_dir):
         check_fresh(config, resume)
+        check_memory(config)  # before the backbone loads: a step that cannot fit stops here, not in an OOM
         changes = check_resume(config, run_dir / CHECKPOINTS) if resume else {}
         return _fit(config, resume, extra_callbacks, changes)
 
