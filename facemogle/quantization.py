@@ -123,7 +123,15 @@ def load_text_encoder_2(root: Path, setting: str, dtype: torch.dtype):
     config = transformers_config(setting, dtype)
     if config is not None:
         kw["quantization_config"] = config
-    return T5EncoderModel.from_pretrained(root, subfolder="text_encoder_2", **kw)
+    model = T5EncoderModel.from_pretrained(root, subfolder="text_encoder_2", **kw)
+    if setting == "nf4" and not _accelerator():
+        # On the CPU bitsandbytes repacks a 4-bit weight for its inference kernel at the first call without
+        # gradients, and state_dict() (every checkpoint) unpacks it: one kernel throughout keeps a resumed run
+        # computing what the uninterrupted one did.
+        for m in model.modules():
+            if hasattr(m, "support_avx512bf16_for_cpu"):
+                m.support_avx512bf16_for_cpu = False
+    return model
 
 
 def _nf4_on_cpu(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
