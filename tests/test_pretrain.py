@@ -202,7 +202,7 @@ def test_each_stage_checkpoints_its_last_step(stage1):
             Path(config.run_dir) / "checkpoints" / stage / "last.ckpt", weights_only=False
         )
         assert checkpoint["global_step"] == getattr(config, stage).steps
-        assert all(k.startswith(module) for k in checkpoint["state_dict"])
+        assert checkpoint["state_dict"] and all(k.startswith(module) for k in checkpoint["state_dict"])
     assert load_config(Path(config.run_dir) / "config.yaml", schema=PretrainConfig) == config
 
 
