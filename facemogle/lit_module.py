@@ -127,7 +127,6 @@ class FaceMoGLEModule(L.LightningModule):
         super().train(mode)
         self.vae.eval()  # frozen encoders stay in eval mode
         self.text_encoders.eval()
-        self.backbone.text_encoder_2.eval()
         return self
 
     # --- training --------------------------------------------------------------------------------

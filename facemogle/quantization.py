@@ -125,13 +125,18 @@ def load_text_encoder_2(root: Path, setting: str, dtype: torch.dtype):
         kw["quantization_config"] = config
     model = T5EncoderModel.from_pretrained(root, subfolder="text_encoder_2", **kw)
     if setting == "nf4" and not _accelerator():
-        # On the CPU bitsandbytes repacks a 4-bit weight for its inference kernel at the first call without
-        # gradients, and state_dict() (every checkpoint) unpacks it: one kernel throughout keeps a resumed run
-        # computing what the uninterrupted one did.
-        for m in model.modules():
-            if hasattr(m, "support_avx512bf16_for_cpu"):
-                m.support_avx512bf16_for_cpu = False
+        _no_cpu_repacking(model)
     return model
+
+
+def _no_cpu_repacking(model: torch.nn.Module) -> None:
+    """bitsandbytes' Linear4bit on the CPU repacks its weight for an inference kernel at the first eval-mode
+    call without gradients. That kernel has no backward (a repacked frozen layer cuts the gradient to the LoRA
+    below it), and state_dict() (every checkpoint) unpacks it again (a resumed run would switch kernels where
+    the uninterrupted one did not): every 4-bit layer keeps the one kernel."""
+    for m in model.modules():
+        if hasattr(m, "support_avx512bf16_for_cpu"):
+            m.support_avx512bf16_for_cpu = False
 
 
 def _nf4_on_cpu(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -147,13 +152,11 @@ def _nf4_on_cpu(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
             quant_type="nf4", device="meta",
         )  # fmt: skip
         quantised.weight = bnb.nn.Params4bit(linear.weight.data, requires_grad=False, quant_type="nf4")
-        # Otherwise an eval-mode call whose input needs no gradient repacks the weight for bitsandbytes' CPU
-        # inference kernel, which has no backward: every later call would cut the gradient to the LoRA below.
-        quantised.support_avx512bf16_for_cpu = False
         if linear.bias is not None:
             quantised.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, quantised.to("cpu"))
+    _no_cpu_repacking(model)
     return model
 
 
