@@ -133,8 +133,20 @@ def flow_matching_loss(
     img_ids: torch.Tensor,
     cond_latents: torch.Tensor | None,
     guidance: float | None = None,
+    mask_guidance: float = 1.0,
 ) -> tuple[torch.Tensor, DenoiserOutput]:
-    """Rectified-flow loss: the denoiser at x_t = (1 - t) x0 + t noise regresses noise - x0."""
-    out = denoiser(add_noise(x0, noise, t), t, text, img_ids, cond_latents, guidance=guidance)
-    loss = torch.nn.functional.mse_loss(out.velocity.float(), velocity_target(x0, noise).float())
+    """Rectified-flow loss: the denoiser at x_t = (1 - t) x0 + t noise regresses noise - x0.
+
+    mask_guidance S > 1 trains the mask's guidance into the conditional model (model guidance, Tang et
+    al. 2025, arXiv 2502.12154): the target moves by (1 - 1/S) sg(v(x_t, m) - v(x_t, no mask)), whose
+    fixed point is v(m) = v(no mask) + S (E[noise - x0 | m] - v(no mask)), true CFG at mask scale S
+    from one conditional pass, as a guidance-distilled FLUX.1-dev must follow a mask."""
+    noisy = add_noise(x0, noise, t)
+    out = denoiser(noisy, t, text, img_ids, cond_latents, guidance=guidance)
+    target = velocity_target(x0, noise).float()
+    if mask_guidance != 1.0 and cond_latents is not None:
+        with torch.no_grad():
+            unmasked = denoiser(noisy, t, text, img_ids, None, guidance=guidance).velocity
+        target = target + (1 - 1 / mask_guidance) * (out.velocity.detach() - unmasked).float()
+    loss = torch.nn.functional.mse_loss(out.velocity.float(), target)
     return loss, out

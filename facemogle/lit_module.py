@@ -28,7 +28,7 @@ from facemogle.flow import TimestepSampling
 from facemogle.mogle import load_balancing_loss
 from facemogle.packing import image_ids
 from facemogle.quantization import optimizer_8bit
-from facemogle.rules import NON_NEGATIVE, POSITIVE, Range, check_ranges, optional
+from facemogle.rules import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, check_ranges, optional
 from facemogle.sampling import SampleOutput, SampleSettings, sample
 from facemogle.seeding import derive_seed
 from facemogle.sharding import shard_denoiser
@@ -71,8 +71,16 @@ class TrainConfig:
     # Coefficient of the gate's load-balancing loss (facemogle.mogle.load_balancing_loss, Switch Transformer /
     # ST-MoE), added to the flow-matching loss; 0 leaves the loss as the paper's.
     gate_balance: float = 0.0
+    # The mask guidance scale the conditional model is trained to carry (facemogle.denoiser's
+    # flow_matching_loss): sampled at mask_scale 1 it follows the mask as true CFG at this scale would,
+    # in one pass. 1 is the paper's loss; each step above 1 adds one no-grad pass without the mask.
+    mask_guidance: float = 1.0
 
-    RULES: ClassVar[dict[str, Range]] = {"guidance": POSITIVE, "gate_balance": NON_NEGATIVE}
+    RULES: ClassVar[dict[str, Range]] = {
+        "guidance": POSITIVE,
+        "gate_balance": NON_NEGATIVE,
+        "mask_guidance": AT_LEAST_ONE,
+    }
 
     def __post_init__(self) -> None:
         check_ranges(self)
@@ -150,7 +158,15 @@ class FaceMoGLEModule(L.LightningModule):
         noise = torch.randn(b.x0.shape, generator=g).to(b.x0)
         t = self.config.timesteps.sample(b.x0.shape[0], generator=g).to(self.device)
         loss, out = flow_matching_loss(
-            self.denoiser, b.x0, noise, t, b.text, self.img_ids, b.cond, self.config.guidance
+            self.denoiser,
+            b.x0,
+            noise,
+            t,
+            b.text,
+            self.img_ids,
+            b.cond,
+            self.config.guidance,
+            self.config.mask_guidance,
         )
         n = b.x0.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
