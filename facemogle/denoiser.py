@@ -142,11 +142,13 @@ def flow_matching_loss(
     fixed point is v(m) = v(no mask) + S (E[noise - x0 | m] - v(no mask)), true CFG at mask scale S
     from one conditional pass, as a guidance-distilled FLUX.1-dev must follow a mask."""
     noisy = add_noise(x0, noise, t)
-    out = denoiser(noisy, t, text, img_ids, cond_latents, guidance=guidance)
-    target = velocity_target(x0, noise).float()
-    if mask_guidance != 1.0 and cond_latents is not None:
+    guided = mask_guidance != 1.0 and cond_latents is not None
+    if guided:  # before the pass with gradients: its activations are not held, so the step's peak stays
         with torch.no_grad():
             unmasked = denoiser(noisy, t, text, img_ids, None, guidance=guidance).velocity
+    out = denoiser(noisy, t, text, img_ids, cond_latents, guidance=guidance)
+    target = velocity_target(x0, noise).float()
+    if guided:
         target = target + (1 - 1 / mask_guidance) * (out.velocity.detach() - unmasked).float()
     loss = torch.nn.functional.mse_loss(out.velocity.float(), target)
     return loss, out
