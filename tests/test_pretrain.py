@@ -33,7 +33,7 @@ TINY_RUN = [
     "trainer.progress_bar=false",
 ]
 # sha256 of the weights TINY_RUN writes on one CPU thread, by CPU vendor, one entry a machine kind recorded: each
-# kind's kernels round bf16 their own way, and AMD EPYCs with and without AVX-512 differ. AuthenticAMD: the VAE by
+# kind's kernels round bf16 their own way, and two AMD EPYC kinds differ. AuthenticAMD: the VAE by
 # stage 1 at 6fbd52b (the transformer's changed with stage 1's seeded noise and was not recorded there), and an
 # AVX2-only EPYC's VAE and transformer at 70e46a6; GenuineIntel by this fixture's run at 0015591 (a Xeon), the
 # transformer with the seeded noise. The run must equal one of its vendor's; a refactor must keep them.
