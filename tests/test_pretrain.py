@@ -56,6 +56,12 @@ RECORDED_SHA256 = {
             ),
             "vae/diffusion_pytorch_model.safetensors": "0b62fe1575f21561b6ef1eafaa40687272cdf32351e0db09304152c8f0195f74",
         },
+        {
+            "transformer/diffusion_pytorch_model.safetensors": (
+                "53850e773acadbabf7c1fdc9298fbd288049eba5c9f826ac0347994c6c9a1eb1"
+            ),
+            "vae/diffusion_pytorch_model.safetensors": "507a43743c287a7e79d327ee24d8605f4bb65844485abae04b5edf62e32aa1cf",
+        },
     ],
 }
 
