@@ -278,17 +278,18 @@ def _guided_velocity(denoiser, c: Conditions, condition, latents, t, ids, guidan
     if guidance is not None:
         return full.velocity, full.gate_weights
     if not c.has_mask:  # text only: no condition tokens, or the background map's in both passes
-        return _cfg(v(c.empty, has_cond).velocity, full.velocity, s.text_scale), full.gate_weights
-    # mask scale 1 is the conditional model alone (FLUX.1-dev's regime): the mask-dropped pass would cancel
-    unguided_mask = s.mask_scale == 1
+        return _cfg(lambda: v(c.empty, has_cond).velocity, full.velocity, s.text_scale), full.gate_weights
     if not c.has_text:  # mask only
-        if unguided_mask:
-            return full.velocity, full.gate_weights
-        return _cfg(v(c.empty, False).velocity, full.velocity, s.mask_scale), full.gate_weights
+        return _cfg(lambda: v(c.empty, False).velocity, full.velocity, s.mask_scale), full.gate_weights
     masked = v(c.empty, True).velocity
-    base = masked if unguided_mask else _cfg(v(c.empty, False).velocity, masked, s.mask_scale)
+    base = _cfg(lambda: v(c.empty, False).velocity, masked, s.mask_scale)
     return base + s.text_scale * (full.velocity - masked), full.gate_weights
 
 
-def _cfg(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
-    return uncond + scale * (cond - uncond)
+def _cfg(uncond: Callable[[], torch.Tensor], cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """uncond: the unconditional pass, run only when scale is not 1; at 1 it would cancel (the conditional
+    model alone, FLUX.1-dev's regime for the mask)."""
+    if scale == 1:
+        return cond
+    u = uncond()
+    return u + scale * (cond - u)

@@ -182,18 +182,27 @@ def test_true_cfg_steps_with_the_composition_of_the_denoisers_passes(
         torch.testing.assert_close(velocity, TRUE_CFG[mode, text_only](v, settings), atol=1e-6, rtol=1e-6)
 
 
-@pytest.mark.parametrize(("mode", "keys"), [("text+mask", {"cm", "-m"}), ("mask", {"-m"})])
-def test_mask_scale_1_runs_no_mask_dropped_pass(backbone, denoiser, masks, monkeypatch, mode, keys):
-    prompts, _ = MODES[mode]
-    settings = SampleSettings(steps=2, text_scale=2.0, mask_scale=1.0)
+SCALE_1 = {  # mode, text scale (mask scale 1) -> the passes a step runs and its velocity from them
+    ("text+mask", 2.0): ({"cm", "-m"}, lambda v: v["-m"] + 2.0 * (v["cm"] - v["-m"])),
+    ("mask", 2.0): ({"-m"}, lambda v: v["-m"]),
+    ("text", 1.0): ({"c-"}, lambda v: v["c-"]),
+}
+
+
+@pytest.mark.parametrize(("mode", "text_scale"), SCALE_1)
+def test_a_guidance_scale_of_1_runs_no_unconditional_pass(
+    backbone, denoiser, masks, monkeypatch, mode, text_scale
+):
+    prompts, use_mask = MODES[mode]
+    keys, formula = SCALE_1[mode, text_scale]
+    settings = SampleSettings(steps=2, text_scale=text_scale, mask_scale=1.0, text_only_condition="none")
     passes, used = record_passes(monkeypatch, backbone, denoiser)
-    sample(backbone, denoiser, prompts, masks, height=64, width=64, settings=settings)
+    sample(backbone, denoiser, prompts, masks if use_mask else None, height=64, width=64, settings=settings)
     assert len(passes) == len(keys) * settings.steps
     for i, velocity in enumerate(used):
         v = {key: out for key, _, out in passes[i * len(keys) : (i + 1) * len(keys)]}
         assert set(v) == keys
-        expected = v["-m"] + settings.text_scale * (v["cm"] - v["-m"]) if "cm" in keys else v["-m"]
-        torch.testing.assert_close(velocity, expected, atol=0, rtol=0)
+        torch.testing.assert_close(velocity, formula(v), atol=0, rtol=0)
 
 
 def test_a_guidance_embedding_backbone_steps_with_its_one_guided_pass(masks, monkeypatch):
