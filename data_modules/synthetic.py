@@ -12,6 +12,8 @@ attributes.
 from __future__ import annotations
 
 import argparse
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -110,18 +112,47 @@ def captions(a: Attributes, rng: np.random.Generator) -> list[str]:
     return out
 
 
-def write_synthetic(out: str | Path, n: int, size: int, seed: int = 0, progress: bool = False) -> Path:
-    if n <= 0 or size < 16 or size % 2:
-        raise ValueError(f"need n > 0 and an even size >= 16, got n={n}, size={size}")
-    out = Path(out)
+def _write_faces(out: Path, ids: range, size: int, seed: int) -> dict[str, dict]:
+    """Draw and write faces `ids`; their attributes by id."""
     attributes = {}
-    for i in tqdm(range(n), desc="synthetic faces", disable=not progress):
+    for i in ids:
         face = draw_face(np.random.default_rng([seed, i]), size)
         atomic_save(Image.fromarray(face.image), out / "face" / f"{i}.jpg", quality=95)
         save_label_map(face.labels, out / "mask" / f"{i}.png")
         atomic_write_text(out / "text" / f"{i}.txt", "\n".join(face.captions) + "\n")
         attributes[str(i)] = asdict(face.attributes)
-    atomic_write_json(out / "attributes.json", attributes)
+    return attributes
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def write_synthetic(
+    out: str | Path, n: int, size: int, seed: int = 0, progress: bool = False, workers: int = 1
+) -> Path:
+    """workers > 1 draws in that many processes: the files are the same, as face i depends on (seed, i)
+    alone. attributes.json is written last, so a set that has it is complete."""
+    if n <= 0 or size < 16 or size % 2:
+        raise ValueError(f"need n > 0 and an even size >= 16, got n={n}, size={size}")
+    if workers < 1:
+        raise ValueError(f"need workers >= 1, got {workers}")
+    out = Path(out)
+    chunk = 50
+    chunks = [range(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    attributes = {}
+    with tqdm(total=n, desc="synthetic faces", disable=not progress) as bar:
+        if workers == 1:
+            for ids in chunks:
+                attributes |= _write_faces(out, ids, size, seed)
+                bar.update(len(ids))
+        else:
+            with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
+                jobs = [pool.submit(_write_faces, out, ids, size, seed) for ids in chunks]
+                for ids, job in zip(chunks, jobs, strict=True):
+                    attributes |= job.result()
+                    bar.update(len(ids))
+    atomic_write_json(out / "attributes.json", {str(i): attributes[str(i)] for i in range(n)})
     return out
 
 
@@ -131,8 +162,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--workers", type=int, default=default_workers(), help="processes drawing faces (default: the cores)"
+    )
     args = parser.parse_args(argv)
-    write_synthetic(args.out, args.n, args.size, args.seed, progress=True)
+    write_synthetic(args.out, args.n, args.size, args.seed, progress=True, workers=args.workers)
 
 
 if __name__ == "__main__":

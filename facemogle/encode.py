@@ -55,13 +55,14 @@ def text_ids(sequence: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def encode_images(
-    backbone: FluxBackbone, images: torch.Tensor, sample: bool = False, device=None
+    backbone: FluxBackbone, images: torch.Tensor, sample: bool = False, device=None, dtype=None
 ) -> torch.Tensor:
     """images (..., 3, H, W) in [-1, 1] -> packed latent tokens (..., H/2f * W/2f, 4c), f the VAE factor.
-    device: where the VAE runs, by default where it is (under model CPU offload it moves there on encode)."""
+    device: where the VAE runs, by default where it is (under model CPU offload it moves there on encode).
+    dtype: the VAE's; a loop over many batches passes both, as diffusers walks every module to find them."""
     vae = backbone.vae
     lead = images.shape[:-3]
-    flat = images.reshape(-1, *images.shape[-3:]).to(device=device or vae.device, dtype=vae.dtype)
+    flat = images.reshape(-1, *images.shape[-3:]).to(device=device or vae.device, dtype=dtype or vae.dtype)
     posterior = vae.encode(flat).latent_dist
     latents = scale_latents(vae, posterior.sample() if sample else posterior.mean)
     tokens = pack_latents(latents)

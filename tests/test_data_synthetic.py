@@ -8,7 +8,7 @@ import pytest
 
 from data_modules.face_files import read_label_map
 from data_modules.layouts import scan
-from data_modules.synthetic import draw_face, main
+from data_modules.synthetic import draw_face, main, write_synthetic
 from data_modules.synthetic_drawing import HAIR_COLORS, sample_attributes
 from data_modules.validate import validate
 from facemogle.face_parts import PART_INDEX
@@ -45,6 +45,21 @@ def test_the_same_seed_gives_the_same_files_and_another_seed_does_not(synthetic,
 
 def _mean(image, labels, part):
     return image[labels == PART_INDEX[part]].astype(float).mean(0)
+
+
+def test_drawing_in_processes_writes_the_same_files(synthetic, tmp_path):
+    # 60 faces are two chunks of work; the module's set was drawn by the command's default workers
+    one = write_synthetic(tmp_path / "one", 60, 32, seed=3, workers=1)
+    three = write_synthetic(tmp_path / "three", 60, 32, seed=3, workers=3)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(three) for p in three.rglob("*") if p.is_file())
+    assert len(files) == 3 * 60 + 1
+    for name in files:
+        assert (one / name).read_bytes() == (three / name).read_bytes(), name
+    for i in range(24):
+        assert (one / "face" / f"{i}.jpg").read_bytes() == (synthetic / "face" / f"{i}.jpg").read_bytes()
+    with pytest.raises(ValueError, match="workers"):
+        write_synthetic(tmp_path / "none", 4, 32, workers=0)
 
 
 def test_image_regions_differ_where_labels_differ_and_are_not_flat():

@@ -41,12 +41,13 @@ def _encode_shard(
     present condition maps go through the VAE, `batch_size` maps at a time to bound its activations."""
     loader = DataLoader(FaceDataset(records, resolution), batch_size=batch_size, num_workers=num_workers)
     images, present, conds, labels, seqs, pooled = [], [], [], [], [], []
+    vae = {"device": backbone.vae.device, "dtype": backbone.vae.dtype}
     for i, batch in enumerate(loader):
-        images.append(encode_images(backbone, batch["image"]).to(dtype).cpu())
+        images.append(encode_images(backbone, batch["image"], **vae).to(dtype).cpu())
         mask = present_maps(batch["labels"])  # (b, 20)
         maps = batch["cond_maps"][mask]  # (k, 3, H, W), item after item
         for j in range(0, len(maps), batch_size):
-            conds.append(encode_images(backbone, maps[j : j + batch_size]).to(dtype).cpu())
+            conds.append(encode_images(backbone, maps[j : j + batch_size], **vae).to(dtype).cpu())
         present.append(mask)
         labels.append(batch["labels"].to(torch.uint8))
         if text:
