@@ -29,10 +29,10 @@ EVALUATORS_CONFIG ?= experiments/configs/evaluators_synthetic.yaml
 RUN ?= runs/tiny
 ARGS ?=
 EVAL_N ?= 120
-# text (the mask dropped here) and text+mask; EVAL_MODES=text,mask,text+mask adds the paper's mask-only mode
-# (about 40 s more on 2 cores, docs/tuning-log.md)
+# text (the mask dropped here) and text+mask; EVAL_MODES=text,mask,text+mask adds the paper's mask-only mode,
+# left out for make train's time (docs/tuning-log.md)
 EVAL_MODES ?= text,text+mask
-# faces sampled at once: 16 samples about a sixth faster than 8 on 2 cores, with the same table (docs/tuning-log.md)
+# faces sampled at once: 16 is faster than 8 on 2 cores and gives the same table (docs/tuning-log.md)
 EVAL_BATCH ?= 16
 # The ablation study (`make ablate`): every variant x seed trained for ABLATE_STEPS steps, the default's own
 # budget, on three seeds for confidence intervals (docs/ablation.md, for its wall time).

@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +127,10 @@ def _write_faces(out: Path, ids: range, size: int, seed: int) -> dict[str, dict]
 
 
 def default_workers() -> int:
-    return len(os.sched_getaffinity(0))
+    """The cores this process may use (sched_getaffinity is Linux's; elsewhere all of them)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def write_synthetic(
@@ -138,21 +143,15 @@ def write_synthetic(
     if workers < 1:
         raise ValueError(f"need workers >= 1, got {workers}")
     out = Path(out)
-    chunk = 50
-    chunks = [range(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+    chunks = [range(start, min(start + 50, n)) for start in range(0, n, 50)]
+    draw = partial(_write_faces, out, size=size, seed=seed)
+    pool = ProcessPoolExecutor(min(workers, len(chunks))) if workers > 1 else None
     attributes = {}
-    with tqdm(total=n, desc="synthetic faces", disable=not progress) as bar:
-        if workers == 1:
-            for ids in chunks:
-                attributes |= _write_faces(out, ids, size, seed)
-                bar.update(len(ids))
-        else:
-            with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
-                jobs = [pool.submit(_write_faces, out, ids, size, seed) for ids in chunks]
-                for ids, job in zip(chunks, jobs, strict=True):
-                    attributes |= job.result()
-                    bar.update(len(ids))
-    atomic_write_json(out / "attributes.json", {str(i): attributes[str(i)] for i in range(n)})
+    with pool or nullcontext(), tqdm(total=n, desc="synthetic faces", disable=not progress) as bar:
+        for ids, drawn in zip(chunks, pool.map(draw, chunks) if pool else map(draw, chunks), strict=True):
+            attributes |= drawn  # in chunk order: the ids ascend
+            bar.update(len(ids))
+    atomic_write_json(out / "attributes.json", attributes)
     return out
 
 
